@@ -1,0 +1,109 @@
+"""The pipeline's steps as functions of files: each reads its inputs, computes, writes atomically.
+
+The workflow scripts call these with paths and the validated params; nothing here knows about
+Snakemake or DVC.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import bow, codebook, groundtruth, search
+from .errors import InstanceSearchError
+from .features import sift
+from .features.store import FeatureStore, build_store
+from .io import load_npy, load_npz, save_npy, save_npz
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sift",)
+
+
+def _method_params(params: dict, method: str) -> dict:
+    if method not in METHODS:
+        raise InstanceSearchError(f"method {method!r} is not implemented; run.methods accepts {', '.join(METHODS)}")
+    return params[method]
+
+
+def extract(params: dict, method: str, gnd_path: str, out_dir: str) -> None:
+    """Local features of every image of the ground truth (database and query-only images)."""
+    p = _method_params(params, method)["extract"]
+    gnd = groundtruth.load(gnd_path)
+    detector = sift.make_detector(p["max_features"], p["contrast_threshold"])
+    config = {"method": method, **p, "images": [im.path for im in gnd.images], "root": gnd.root}
+    build_store(out_dir, len(gnd.images),
+                lambda i: sift.extract(str(gnd.image_path(i)), detector, p["max_side"]),
+                shard_size=p["shard_size"], config=config, desc=f"{gnd.dataset} {method}")
+
+
+def _descriptor_transform(store: FeatureStore):
+    return lambda raw: sift.descriptors(raw, store.config["rootsift"])
+
+
+def train_codebook(params: dict, method: str, features: str, gnd_path: str, out: str) -> None:
+    p = _method_params(params, method)["codebook"]
+    gnd = groundtruth.load(gnd_path)
+    store = FeatureStore(features)
+    sample = codebook.sample_descriptors(store, gnd.n_database, p["sample"], params["seed"],
+                                         _descriptor_transform(store))
+    try:
+        centroids = codebook.train(sample, p["size"], p["iterations"], params["seed"])
+    except InstanceSearchError as exc:
+        raise InstanceSearchError(f"params {method}.{exc}") from None
+    save_npy(out, centroids)
+
+
+def encode(params: dict, method: str, gnd_path: str, features: str, codebook_path: str,
+           bow_out: str, assign_out: str) -> None:
+    """Assign every feature to its word; write the BoW counts, word weights and assignment maps."""
+    p = _method_params(params, method)["encode"]
+    gnd = groundtruth.load(gnd_path)
+    store = FeatureStore(features)
+    if store.n_images != len(gnd.images):
+        raise InstanceSearchError(f"{features}: {store.n_images} images but {gnd_path} lists {len(gnd.images)}; re-run extract")
+    centroids = load_npy(codebook_path)
+    assign = codebook.Assigner(centroids)
+    transform = _descriptor_transform(store)
+    xys, words, counts = [], [], []
+    for first, sh in store.shards():
+        w = assign(transform(sh["desc"]))
+        xys.append(sh["xy"])
+        words.append(w)
+        counts.append(np.diff(sh["offsets"]))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    maps = bow.AssignmentMaps(
+        xy=np.concatenate(xys), words=np.concatenate(words), offsets=offsets,
+        width=np.array([im.width for im in gnd.images], np.int32),
+        height=np.array([im.height for im in gnd.images], np.int32))
+    counts_m = bow.counts_matrix(maps.words, maps.offsets, len(centroids))
+    idf = bow.word_weights(counts_m, gnd.n_database, p["weighting"])
+    save_npz(bow_out, **bow.save_bow(counts_m, idf, gnd.n_database))
+    save_npz(assign_out, **maps.to_arrays())
+    log.info("encoded %d features of %d images into %d words (%s)", len(maps.words), len(gnd.images),
+             len(centroids), p["weighting"])
+
+
+def _load_index(gnd_path: str, bow_path: str, assign_path: str):
+    gnd = groundtruth.load(gnd_path)
+    counts, idf, n_db = bow.load_bow(load_npz(bow_path))
+    maps = bow.AssignmentMaps.from_arrays(load_npz(assign_path))
+    if counts.shape[0] != len(gnd.images) or n_db != gnd.n_database:
+        raise InstanceSearchError(f"{bow_path}: built for another image list than {gnd_path}; re-run encode")
+    return gnd, counts, idf, maps
+
+
+def rank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str,
+         assign_path: str, out: str) -> None:
+    """First-stage ranking of the whole database for every query."""
+    p = _method_params(params, method)["search"]
+    gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
+    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["query"]), idf)
+    d = search.weighted(counts[:gnd.n_database], idf)
+    scores = search.similarity(q, d, similarity, p["weight_absent"])
+    ranks, ranked_scores = search.rank(scores)
+    save_npz(out, ranks=ranks, scores=ranked_scores)
+    log.info("ranked %d queries over %d images (%s, %s query)", len(gnd.queries), gnd.n_database,
+             similarity, p["query"])
