@@ -7,6 +7,7 @@ Snakemake or DVC.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,14 @@ def extract(params: dict, method: str, gnd_path: str, out_dir: str) -> None:
     """Local features of every image of the ground truth (database and query-only images)."""
     p = _method_params(params, method)["extract"]
     gnd = groundtruth.load(gnd_path)
-    detector = sift.make_detector(p["max_features"], p["contrast_threshold"])
     config = {"method": method, **p, "images": [im.path for im in gnd.images], "root": gnd.root}
     build_store(out_dir, len(gnd.images),
-                lambda i: sift.extract(str(gnd.image_path(i)), detector, p["max_side"]),
-                shard_size=p["shard_size"], config=config, desc=f"{gnd.dataset} {method}")
+                # one detector per image: cheap, and OpenCV objects are not promised to be thread-safe
+                lambda i: sift.extract(str(gnd.image_path(i)),
+                                       sift.make_detector(p["max_features"], p["contrast_threshold"]),
+                                       p["max_side"]),
+                shard_size=p["shard_size"], config=config, desc=f"{gnd.dataset} {method}",
+                workers=os.cpu_count() or 1)
 
 
 def _descriptor_transform(store: FeatureStore):

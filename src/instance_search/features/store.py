@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,8 +43,12 @@ def config_digest(config: dict) -> str:
 
 
 def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn, *,
-                shard_size: int, config: dict, desc: str = "extract") -> None:
-    """Extract features of images 0..n_images-1 into a sharded store at ``out_dir``."""
+                shard_size: int, config: dict, desc: str = "extract", workers: int = 1) -> None:
+    """Extract features of images 0..n_images-1 into a sharded store at ``out_dir``.
+
+    ``workers`` threads extract the images of a shard concurrently (OpenCV and torch release the
+    GIL); the result does not depend on their number.
+    """
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     digest = config_digest(config)
@@ -64,7 +69,8 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn, *
             path = partial / _shard_name(s)
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if not path.is_file():
-                xys, descs = zip(*(extract(i) for i in range(lo, hi)))
+                with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                    xys, descs = zip(*pool.map(extract, range(lo, hi)))
                 counts = np.array([len(x) for x in xys], dtype=np.int64)
                 save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
                          desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))

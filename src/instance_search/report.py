@@ -1,0 +1,166 @@
+"""The seed's six tables (method x similarity, rows = datasets) and pictures of top results.
+
+Both outputs are byte-deterministic: fixed float formats in the tables, and PNGs composed and
+encoded with OpenCV from the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import groundtruth
+from .errors import InstanceSearchError
+from .groundtruth import GroundTruth
+from .io import load_npz, read_image, read_json, write_bytes, write_text
+
+# The seed's published "mAP" (its own definition, our seed_map), per method and dataset: the student
+# project "Instance Based Image Retrieval using Deep Learning" (reference.md, section 1). It reported
+# the same number under both similarities as far as we know, so one value serves both tables.
+SEED_PUBLISHED_MAP = {
+    "sift": {"oxford5k": 0.056, "paris6k": 0.506},
+    "blcf": {"oxford5k": 0.696, "paris6k": 0.630, "instre": 0.186, "sculptures6k": 0.065},
+    "frcnn": {"oxford5k": 0.652, "paris6k": 0.561, "instre": 0.091, "sculptures6k": 0.132},
+}
+
+TABLE_COLUMNS = ["dataset", "mAP", "NDCG", "seed_map", "seed_ndcg", "mAP_first_stage", "seed_published_mAP"]
+
+FOOTNOTE = (
+    "mAP: mean of the official Oxford/Paris average precision over the full ranking (junk ignored); "
+    "NDCG: over the full junk-free ranking (good = 3, ok = 2), normalised by all relevant images. "
+    "seed_map and seed_ndcg: the reproduced system's own definitions (mean precision at the first hits of "
+    "the top list, divided by the hits found; NDCG with junk = 1 normalised within the top list; list length "
+    "and hit cap from params evaluate.seed_top / seed_max_hits, the seed used 100 and 20), comparable with "
+    "seed_published_mAP. mAP, NDCG, seed_*: after re-ranking; mAP_first_stage: before."
+)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+def _table_row(path: str | os.PathLike, method: str, similarity: str) -> dict:
+    m = read_json(path)
+    try:
+        if (m["method"], m["similarity"]) != (method, similarity):
+            raise InstanceSearchError(
+                f"{path}: metrics of {m['method']}/{m['similarity']}, not {method}/{similarity}; pass the right files")
+        final, first = m["rerank"], m["first_stage"]
+        return {"dataset": m["dataset"], "mAP": final["mAP"], "NDCG": final["NDCG"],
+                "seed_map": final["seed_map"], "seed_ndcg": final["seed_ndcg"],
+                "mAP_first_stage": first["mAP"],
+                "seed_published_mAP": SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan)}
+    except (KeyError, TypeError) as exc:
+        raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
+
+
+def build_table(metrics_paths, method: str, similarity: str) -> pd.DataFrame:
+    """Rows = datasets in the order of ``metrics_paths``; columns :data:`TABLE_COLUMNS`."""
+    return pd.DataFrame([_table_row(p, method, similarity) for p in metrics_paths], columns=TABLE_COLUMNS)
+
+
+def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
+    def cell(v) -> str:
+        return v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.3f}")
+
+    lines = [f"# {method}, {similarity} similarity", "",
+             "| " + " | ".join(TABLE_COLUMNS) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(TABLE_COLUMNS) - 1)) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines + ["", FOOTNOTE, ""])
+
+
+def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path) -> pd.DataFrame:
+    """Write one method x similarity table as Markdown (3 decimals) and CSV (6 decimals)."""
+    table = build_table(metrics_paths, method, similarity)
+    write_text(csv_path, table.to_csv(index=False, float_format="%.6f", lineterminator="\n", na_rep=""))
+    write_text(md_path, _markdown(table, method, similarity))
+    return table
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+THUMB_HEIGHT = 180
+BORDER = 8
+LABEL_HEIGHT = 26
+GAP = 6
+# BGR colours.
+GREEN, RED, GREY = (40, 170, 40), (40, 40, 220), (160, 160, 160)
+QUERY_COLOUR, WINDOW_COLOUR, WHITE, BLACK = (220, 120, 0), (0, 220, 255), (255, 255, 255), (0, 0, 0)
+
+
+def _thumbnail(image: np.ndarray, box, box_colour, frame_colour, label: str) -> np.ndarray:
+    """Resize to THUMB_HEIGHT, draw ``box`` (original pixels; None or NaN: none), frame it, label below."""
+    scale = THUMB_HEIGHT / image.shape[0]
+    width = max(1, round(image.shape[1] * scale))
+    thumb = cv2.resize(image, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
+    if box is not None and np.all(np.isfinite(box)):
+        x1, y1, x2, y2 = (int(round(float(v) * scale)) for v in box)
+        cv2.rectangle(thumb, (x1, y1), (x2 - 1, y2 - 1), box_colour, 3)
+    framed = cv2.copyMakeBorder(thumb, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=frame_colour)
+    strip = np.full((LABEL_HEIGHT, framed.shape[1], 3), 255, np.uint8)
+    font_scale = _fitting_font_scale(label, framed.shape[1] - 8)
+    cv2.putText(strip, label, (4, LABEL_HEIGHT - 8), cv2.FONT_HERSHEY_SIMPLEX, font_scale, BLACK, 1, cv2.LINE_AA)
+    return np.vstack([framed, strip])
+
+
+def _fitting_font_scale(label: str, width: int, largest: float = 0.5, smallest: float = 0.3) -> float:
+    """The largest font scale (down to ``smallest``) at which ``label`` fits a narrow (portrait) tile."""
+    (text_width, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, largest, 1)
+    return max(smallest, min(largest, largest * width / text_width)) if text_width else largest
+
+
+def _result_colour(q: groundtruth.Query, index: int):
+    if index in q.positives:
+        return GREEN
+    return GREY if index in q.junk else RED
+
+
+def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
+    gap = np.full((tiles[0].shape[0], GAP, 3), 255, np.uint8)
+    parts = [p for t in tiles for p in (t, gap)][:-1]
+    return np.hstack(parts)
+
+
+def _pad_right(row: np.ndarray, width: int) -> np.ndarray:
+    return cv2.copyMakeBorder(row, 0, GAP, 0, width - row.shape[1], cv2.BORDER_CONSTANT, value=WHITE)
+
+
+def _query_row(gnd: GroundTruth, qi: int, ranks: np.ndarray, scores: np.ndarray, boxes: np.ndarray, top: int):
+    q = gnd.queries[qi]
+    tiles = [_thumbnail(read_image(gnd.image_path(q.image)), q.box, QUERY_COLOUR, QUERY_COLOUR, f"query {q.name}")]
+    for j in range(min(top, ranks.shape[1])):
+        index = int(ranks[qi, j])
+        box = boxes[qi, j] if j < boxes.shape[1] else None
+        tiles.append(_thumbnail(read_image(gnd.image_path(index)), box, WINDOW_COLOUR, _result_colour(q, index),
+                                f"#{j + 1}  {float(scores[qi, j]):.3f}"))
+    return _hstack(tiles)
+
+
+def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.PathLike, out_png: str | os.PathLike,
+                 n_queries: int, top: int) -> None:
+    """A PNG grid: per query (first ``n_queries`` in ground-truth order), the query image with its box,
+    then its first ``top`` re-ranked results, framed green (good/ok), red (negative) or grey (junk),
+    with the best-matching window drawn where the re-ranking found one and a "#rank score" label.
+    """
+    if not isinstance(gnd, GroundTruth):
+        gnd = groundtruth.load(gnd)
+    arrays = load_npz(rerank_npz)
+    missing = sorted({"ranks", "scores", "boxes"} - arrays.keys())
+    if missing:
+        raise InstanceSearchError(f"{rerank_npz}: missing arrays {missing}; re-run the rerank step")
+    ranks, scores, boxes = arrays["ranks"], arrays["scores"], arrays["boxes"]
+    if ranks.shape[0] != len(gnd.queries) or scores.shape != ranks.shape or boxes.shape[0] != ranks.shape[0]:
+        raise InstanceSearchError(
+            f"{rerank_npz}: arrays do not match the ground truth's {len(gnd.queries)} queries; re-run the rerank step")
+    rows = [_query_row(gnd, qi, ranks, scores, boxes, top) for qi in range(min(n_queries, len(gnd.queries)))]
+    width = max(r.shape[1] for r in rows)
+    grid = cv2.copyMakeBorder(np.vstack([_pad_right(r, width) for r in rows]), GAP, 0, GAP, GAP,
+                              cv2.BORDER_CONSTANT, value=WHITE)
+    ok, encoded = cv2.imencode(".png", grid)
+    if not ok:
+        raise InstanceSearchError(f"{out_png}: PNG encoding failed; check the images of {gnd.dataset}")
+    write_bytes(Path(out_png), encoded.tobytes())
+

@@ -1,0 +1,141 @@
+"""Evaluation, tables and figures on a tiny hand-made ground truth and hand-made rank files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from instance_search import groundtruth, io, report
+from instance_search.errors import InstanceSearchError
+from instance_search.evaluate import write_evaluation
+from instance_search.groundtruth import GroundTruth, Image, Query
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = {"evaluate": {"seed_top": 100, "seed_max_hits": 20}}
+N_DB = 6
+
+
+@pytest.fixture
+def gnd_path(tmp_path):
+    """Six 64x48 JPEGs of distinct colours; query 0 (image 0): good 0 1, ok 2, junk 3; query 1 (image 4): good 4."""
+    root = tmp_path / "jpg"
+    root.mkdir()
+    images = []
+    for i in range(N_DB):
+        pixels = np.full((48, 64, 3), (40 * i, 255 - 40 * i, 128), np.uint8)
+        cv2.rectangle(pixels, (10, 10), (30, 30), (255, 255, 255), -1)
+        cv2.imwrite(str(root / f"im{i}.jpg"), pixels)
+        images.append(Image(name=f"im{i}", path=f"im{i}.jpg", width=64, height=48))
+    gnd = GroundTruth(dataset="tiny", root=str(root), images=images, n_database=N_DB, queries=[
+        Query(name="q0", image=0, box=(8.0, 8.0, 40.0, 32.0), good=(0, 1), ok=(2,), junk=(3,)),
+        Query(name="q1", image=4, box=(0.0, 0.0, 64.0, 48.0), good=(4,)),
+    ])
+    path = tmp_path / "gnd.json"
+    groundtruth.save(gnd, path)
+    return path
+
+
+def _rank_file(path, ranks, boxes=None):
+    ranks = np.asarray(ranks, np.int32)
+    scores = np.tile(np.linspace(1, 0, ranks.shape[1], dtype=np.float32), (ranks.shape[0], 1))
+    extra = {} if boxes is None else {"boxes": np.asarray(boxes, np.float32), "top": np.array(boxes.shape[1])}
+    io.save_npz(path, ranks=ranks, scores=scores, **extra)
+    return path
+
+
+@pytest.fixture
+def rank_files(tmp_path):
+    first = _rank_file(tmp_path / "rank.npz", [[0, 3, 5, 1, 2, 4], [4, 0, 1, 2, 3, 5]])
+    boxes = np.full((2, 3, 4), np.nan, np.float32)
+    boxes[0, 1] = [5, 5, 35, 30]
+    boxes[1, 0] = [10, 10, 50, 40]
+    rerank = _rank_file(tmp_path / "rerank.npz", [[0, 1, 2, 3, 4, 5], [4, 5, 0, 1, 2, 3]], boxes)
+    return first, rerank
+
+
+def _evaluate(tmp_path, gnd_path, rank_files, dataset="oxford5k", similarity="cosine", tag="a"):
+    out = tmp_path / tag
+    write_evaluation(gnd_path, *rank_files, out / f"{dataset}.json", out / f"{dataset}.csv", PARAMS,
+                     dataset, "sift", similarity)
+    return out / f"{dataset}.json", out / f"{dataset}.csv"
+
+
+def test_evaluation_values(tmp_path, gnd_path, rank_files):
+    metrics_path, per_query_path = _evaluate(tmp_path, gnd_path, rank_files)
+    summary = json.loads(metrics_path.read_text())
+    # first stage q0: 0 3 5 1 2 4, junk 3 -> 0 5 1 2 4; positives 0 1 2 at r = 0, 2, 3
+    # AP = (1 + (1/2 + 2/3)/2 + (2/3 + 3/4)/2) / 3 = (1 + 7/12 + 17/24) / 3 = 55/72; q1: 4 first -> 1
+    assert summary["first_stage"]["mAP"] == round((55 / 72 + 1) / 2, 6)
+    assert summary["rerank"]["mAP"] == 1.0 and summary["rerank"]["NDCG"] == 1.0
+    assert summary["first_stage"]["queries"] == 2
+    assert (summary["dataset"], summary["method"], summary["similarity"]) == ("oxford5k", "sift", "cosine")
+    lines = per_query_path.read_text().splitlines()
+    assert lines[0] == "stage,query,ap,ndcg,seed_map,seed_ndcg"
+    assert lines[1].startswith("first_stage,q0,0.763889,")
+    assert lines[3].startswith("rerank,q0,1.000000,1.000000,1.000000,")
+    assert len(lines) == 5
+
+
+def test_mismatched_rank_file_names_the_file(tmp_path, gnd_path, rank_files):
+    bad = _rank_file(tmp_path / "bad_rank.npz", [[0, 1, 2, 3, 4], [4, 0, 1, 2, 3]])
+    with pytest.raises(InstanceSearchError, match="bad_rank.npz"):
+        write_evaluation(gnd_path, bad, rank_files[1], tmp_path / "m.json", tmp_path / "q.csv", PARAMS,
+                         "tiny", "sift", "cosine")
+    assert not (tmp_path / "m.json").exists()  # nothing half-written
+
+
+def test_evaluate_script_reports_a_one_line_error(tmp_path, gnd_path, rank_files):
+    bad = _rank_file(tmp_path / "bad_rank.npz", [[0, 1, 2, 3, 4, 5]])  # one query short
+    result = subprocess.run(
+        [sys.executable, str(REPO / "workflow/scripts/evaluate.py"), "--params", str(REPO / "params.yaml"),
+         "--dataset", "tiny", "--method", "sift", "--similarity", "cosine", "--gnd", str(gnd_path),
+         "--rank", str(bad), "--rerank", str(rank_files[1]), "--metrics", str(tmp_path / "m.json"),
+         "--per-query", str(tmp_path / "q.csv")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "error:" in result.stderr and "bad_rank.npz" in result.stderr
+
+
+def test_table_content_and_determinism(tmp_path, gnd_path, rank_files):
+    paths = [_evaluate(tmp_path, gnd_path, rank_files, dataset=d)[0] for d in ("oxford5k", "tiny")]
+    outputs = []
+    for run in ("1", "2"):
+        md, csv = tmp_path / run / "sift_cosine.md", tmp_path / run / "sift_cosine.csv"
+        report.write_table(paths, "sift", "cosine", md, csv)
+        outputs.append((md.read_bytes(), csv.read_bytes()))
+    assert outputs[0] == outputs[1]
+    md_text, csv_text = (b.decode() for b in outputs[0])
+    csv_lines = csv_text.splitlines()
+    assert csv_lines[0] == "dataset,mAP,NDCG,seed_map,seed_ndcg,mAP_first_stage,seed_published_mAP"
+    assert csv_lines[1].startswith("oxford5k,1.000000,1.000000,") and csv_lines[1].endswith(",0.881944,0.056000")
+    assert csv_lines[2].startswith("tiny,") and csv_lines[2].endswith(",0.881944,")  # no published number
+    assert md_text.startswith("# sift, cosine similarity\n")
+    assert "| oxford5k | 1.000 | 1.000 |" in md_text and "| 0.882 | 0.056 |" in md_text
+    assert "official Oxford" in md_text
+
+
+def test_table_rejects_metrics_of_another_method(tmp_path, gnd_path, rank_files):
+    path, _ = _evaluate(tmp_path, gnd_path, rank_files, similarity="weighted_cosine")
+    with pytest.raises(InstanceSearchError, match="oxford5k.json"):
+        report.write_table([path], "sift", "cosine", tmp_path / "t.md", tmp_path / "t.csv")
+
+
+def test_figure_is_deterministic_and_coloured(tmp_path, gnd_path, rank_files):
+    outs = [tmp_path / f"fig{i}.png" for i in (1, 2)]
+    for out in outs:
+        report.write_figure(gnd_path, rank_files[1], out, n_queries=2, top=4)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    fig = cv2.imread(str(outs[0]))
+    row = report.THUMB_HEIGHT + 2 * report.BORDER + report.LABEL_HEIGHT + report.GAP
+    assert fig.shape[0] == report.GAP + 2 * row
+    colours = {tuple(int(c) for c in px) for px in fig.reshape(-1, 3)}
+    # q0 re-ranked 0 1 2 3: positives (green) and junk 3 (grey); q1 re-ranked 4 5 0 1: negatives (red)
+    assert {report.GREEN, report.GREY, report.RED, report.WINDOW_COLOUR} <= colours
+
+
+def test_figure_rejects_a_rerank_file_without_boxes(tmp_path, gnd_path, rank_files):
+    with pytest.raises(InstanceSearchError, match="rank.npz"):
+        report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", n_queries=1, top=2)
