@@ -15,15 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The steps run `python workflow/scripts/...`: the venv's bin goes first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 demo: install
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
+	snakemake --cores $(CORES) --resources gpu=1
 	@echo "tables: results/tables/  figures: results/figures/"
 
 test: install
-	$(BIN)/python -m pytest
+	python -m pytest
 
 bench: install
-	$(BIN)/python benchmarks/rerank_speed.py
+	python benchmarks/rerank_speed.py
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake benchmarks/out

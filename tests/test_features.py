@@ -97,5 +97,5 @@ def test_kmeans_is_deterministic_and_assignment_is_nearest():
 
 
 def test_codebook_larger_than_sample_is_an_error():
-    with pytest.raises(InstanceSearchError, match="codebook.size"):
+    with pytest.raises(InstanceSearchError, match="codebook.words"):
         codebook.train(np.zeros((10, 4), np.float32), 20, 5, seed=0)

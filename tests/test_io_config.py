@@ -41,13 +41,13 @@ def test_truncated_jpeg_is_named(tmp_path):
 
 
 def test_wrong_param_type_names_the_key(tmp_path, repo, params):
-    params["sift"]["codebook"]["size"] = "abc"
+    params["sift"]["codebook"]["words"] = "abc"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(InstanceSearchError) as err:
         load_params(path, repo / "workflow/schemas/params.schema.json")
     msg = str(err.value)
-    assert "sift.codebook.size" in msg and "\n" not in msg
+    assert "sift.codebook.words" in msg and "\n" not in msg
 
 
 def test_unknown_key_is_rejected(tmp_path, repo, params):

@@ -43,7 +43,7 @@ def train(x: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     """k-means centroids (k, D) float32; deterministic for a given seed and input."""
     if len(x) < k:
         raise InstanceSearchError(
-            f"codebook.size={k} is larger than the {len(x)} sampled descriptors; lower codebook.size or raise codebook.sample")
+            f"codebook.words={k} is larger than the {len(x)} sampled descriptors; lower codebook.words or raise codebook.sample")
     km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, verbose=False,
                       max_points_per_centroid=max(256, len(x) // k + 1))
     km.train(x)

@@ -1,6 +1,6 @@
 """Loading and validating params.yaml against its JSON schema.
 
-A violation becomes one line naming the key path (``sift.codebook.size``) and the problem.
+A violation becomes one line naming the key path (``sift.codebook.words``) and the problem.
 """
 
 from __future__ import annotations

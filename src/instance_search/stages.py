@@ -54,7 +54,7 @@ def train_codebook(params: dict, method: str, features: str, gnd_path: str, out:
     sample = codebook.sample_descriptors(store, gnd.n_database, p["sample"], params["seed"],
                                          _descriptor_transform(store))
     try:
-        centroids = codebook.train(sample, p["size"], p["iterations"], params["seed"])
+        centroids = codebook.train(sample, p["words"], p["iterations"], params["seed"])
     except InstanceSearchError as exc:
         raise InstanceSearchError(f"params {method}.{exc}") from None
     save_npy(out, centroids)

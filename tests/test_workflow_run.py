@@ -1,0 +1,213 @@
+"""The pipeline end to end on a tiny synthetic benchmark, with Snakemake and with DVC.
+
+Slow (a couple of minutes on 2 cores): marked `workflow`. Run them alone with
+    python -m pytest -m workflow tests/test_workflow_run.py
+Each test works in a temporary copy of the repository with params.yaml shrunk to a few images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parent.parent
+COPIED = ["workflow", "src", "envs", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
+IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", ".pytest_cache")
+RUN_TIMEOUT = 600
+CODEBOOK_SIZE = "sift.codebook.words"  # the params.yaml key of the number of visual words
+
+# The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, a 64-word codebook.
+TINY = {
+    "run.datasets": ["synthetic"],
+    "run.methods": ["sift"],
+    "run.similarities": ["cosine", "weighted_cosine"],
+    "datasets.synthetic.generator.objects": 3,
+    "datasets.synthetic.generator.views": 4,
+    "datasets.synthetic.generator.distractors": 6,
+    "datasets.synthetic.generator.width": 320,
+    "datasets.synthetic.generator.height": 240,
+    CODEBOOK_SIZE: 64,
+    "sift.codebook.sample": 20000,
+    "figures.queries": 2,
+    "figures.top": 3,
+}
+STEPS_AFTER_CODEBOOK = ("codebook", "encode", "rank", "rerank", "evaluate", "figures")  # + tables
+STEPS_BEFORE_CODEBOOK = ("synthetic", "prepare", "extract")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def tool_env(root: Path) -> dict[str, str]:
+    """The steps' `python` is this interpreter, and it imports the copy's own src/instance_search."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def run(args: list[str], cwd: Path, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(*targets: str, cwd: Path) -> subprocess.CompletedProcess:
+    # targets first: --resources takes several values and would swallow them
+    return run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--resources", "gpu=1"], cwd)
+
+
+def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main",
+         *args], cwd=cwd, capture_output=True, text=True, check=True)
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
+    return output_of(proc)[-n:]
+
+
+def get_key(params: dict, dotted: str):
+    node = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_key(params: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    get_key(params, ".".join(parents))[last] = value
+
+
+@pytest.fixture
+def tiny_repo(tmp_path) -> Path:
+    """A copy of the repository whose params.yaml describes the tiny benchmark."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=IGNORED)
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    for key, value in TINY.items():
+        set_key(params, key, value)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every table, metrics and per-query file."""
+    files = [p for folder in ("results/tables", "results/metrics", "results/per_query")
+             for p in sorted((root / folder).rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def expected_results() -> set[str]:
+    sims = TINY["run.similarities"]
+    return ({f"results/tables/sift_{s}.{ext}" for s in sims for ext in ("md", "csv")}
+            | {f"results/metrics/sift_{s}/synthetic.json" for s in sims}
+            | {f"results/per_query/sift_{s}/synthetic.csv" for s in sims})
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+def test_snakemake_twice_from_scratch_gives_identical_results(tiny_repo):
+    """`snakemake --cores 2 --resources gpu=1`, twice from nothing: byte-identical tables and metrics."""
+    root = tiny_repo
+    proc = snakemake(cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    first = digests(root)
+    assert set(first) == expected_results()
+    for s in TINY["run.similarities"]:
+        assert (root / f"results/figures/synthetic_sift_{s}.png").stat().st_size > 0
+    for folder in ("results", "logs", "data", "benchmarks", ".snakemake"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+
+    proc = snakemake(cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    assert digests(root) == first, "two runs from scratch wrote different tables or metrics"
+
+
+def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
+    """`dvc exp run -S sift.codebook.words=32` re-runs codebook and every step after it, and
+    leaves synthetic, prepare and extract (and their outputs) alone."""
+    root = tiny_repo
+    git("init", "--quiet", cwd=root)
+    proc = dvc("init", "--quiet", cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    git("add", "--all", cwd=root)
+    git("commit", "--quiet", "-m", "pipeline", cwd=root)
+    proc = dvc("repro", cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    git("add", "--all", cwd=root)
+    git("commit", "--quiet", "-m", "dvc.lock", cwd=root)
+
+    features = root / "results/synthetic/sift/features"
+    untouched = [root / "results/synthetic/gnd.json", *sorted(p for p in features.rglob("*") if p.is_file())]
+    assert len(untouched) > 1, "extract wrote no feature files"
+    mtimes = {p: p.stat().st_mtime_ns for p in untouched}
+    metrics_before = {p: (root / p).read_bytes() for p in expected_results() if p.startswith("results/metrics/")}
+
+    proc = dvc("exp", "run", "-S", f"{CODEBOOK_SIZE}=32", cwd=root)
+    out = output_of(proc)
+    assert proc.returncode == 0, tail(proc)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", out))
+    ran_steps = {name.split("@")[0] for name in ran}
+    assert set(STEPS_AFTER_CODEBOOK) <= ran_steps, f"ran only {sorted(ran)}\n{out[-3000:]}"
+    assert not ran_steps & set(STEPS_BEFORE_CODEBOOK), f"re-ran {sorted(ran)}"
+    assert {"synthetic", "prepare@synthetic", "extract@synthetic-sift"} <= skipped, out[-3000:]
+    # tables re-run unless the new metrics happen to be byte-identical (DVC compares content)
+    metrics_after = {p: (root / p).read_bytes() for p in metrics_before}
+    for s in TINY["run.similarities"]:
+        same = metrics_after[f"results/metrics/sift_{s}/synthetic.json"] == metrics_before[
+            f"results/metrics/sift_{s}/synthetic.json"]
+        assert same or f"tables@sift-{s}" in ran, out[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in untouched} == mtimes, "the experiment rewrote extract's output"
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    assert get_key(params, CODEBOOK_SIZE) == 32
+
+
+def test_a_truncated_image_stops_prepare_with_one_line(tiny_repo):
+    """A corrupt image: prepare fails with one line naming the file; no later step runs."""
+    root = tiny_repo
+    proc = snakemake("data/synthetic", cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    images = sorted((root / "data/synthetic/jpg").glob("*.jpg"))
+    assert images, "the synthetic benchmark has no jpg/ images"
+    victim = images[len(images) // 2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])  # a truncated JPEG: valid header, half the data
+    before = sorted(p.name for p in (root / "data/synthetic").rglob("*"))
+
+    proc = snakemake(cwd=root)
+    assert proc.returncode != 0, "the pipeline accepted a truncated JPEG"
+    errors = [ln for ln in output_of(proc).splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, tail(proc)
+    assert victim.name in errors[0], errors[0]
+    assert "Traceback" not in output_of(proc)
+    # nothing after prepare ran, and the data are untouched
+    assert not (root / "results/synthetic/gnd.json").exists()
+    assert not (root / "results/synthetic/sift").exists()
+    for folder in ("tables", "metrics", "per_query", "figures"):
+        assert not (root / "results" / folder).exists(), folder
+    assert sorted(p.name for p in (root / "data/synthetic").rglob("*")) == before

@@ -1,0 +1,59 @@
+# Helpers for the rule files; no rules here.
+#
+# Parameters. Every script reads params.yaml itself (--params params.yaml). A rule's `params:`
+# therefore only declares WHICH keys its step depends on: tracked_params() looks their values up
+# in the config, so Snakemake's `params` rerun trigger re-runs the step (and what follows) when
+# one of them changes. The keys are exactly those that the stage's `params:` lists in dvc.yaml.
+#
+# Code. Each rule takes its script as an input, so editing a script re-runs that step and the steps
+# after it. The library src/instance_search is not an input: Snakemake compares modification
+# times, so every edit there would re-run every step. After changing the library, re-run the
+# steps concerned with `snakemake -R <rule> ...` (DVC tracks src/instance_search by content).
+import re
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+
+def check_config_is_params_yaml(config, path="params.yaml"):
+    """Refuse --config / --configfile overrides: the step scripts would not see them."""
+    with open(path, encoding="utf-8") as f:
+        on_disk = yaml.safe_load(f)
+    if config != on_disk:
+        raise WorkflowError(
+            f"the configuration differs from {path}, but every step reads {path} itself: "
+            f"drop --config/--configfile and change {path} instead "
+            "(or try a value with: dvc exp run -S key=value)"
+        )
+
+
+def check_run_datasets(config):
+    """run.datasets may only name datasets that params.yaml defines under datasets:."""
+    unknown = [d for d in config["run"]["datasets"] if d not in config["datasets"]]
+    if unknown:
+        raise WorkflowError(
+            f"params.yaml: key run.datasets: {', '.join(unknown)} not defined under datasets:; "
+            "define it there or remove it from run.datasets"
+        )
+
+
+def alternatives(names):
+    """A wildcard constraint that matches exactly one of these names."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+def tracked_params(*keys):
+    """params: {key: value} for these dotted params.yaml keys; '{wildcard}' parts are filled in."""
+
+    def values(wildcards):
+        fields = dict(wildcards.items())
+        out = {}
+        for key in keys:
+            key = key.format(**fields)
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            out[key] = node
+        return out
+
+    return values

@@ -1,0 +1,27 @@
+# Per-query and mean metrics of both rankings (dvc.yaml: the JSON is a metric, the CSV a plot).
+
+
+rule evaluate:
+    input:
+        script="workflow/scripts/evaluate.py",
+        gnd="results/{dataset}/gnd.json",
+        rank="results/{dataset}/{method}/{similarity}/rank.npz",
+        rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
+    output:
+        metrics="results/metrics/{method}_{similarity}/{dataset}.json",
+        per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
+    params:
+        tracked=tracked_params("evaluate"),
+    log:
+        "logs/{dataset}/{method}/{similarity}/evaluate.log",
+    benchmark:
+        "benchmarks/out/{dataset}/{method}/{similarity}/evaluate.tsv"
+    conda:
+        "../../envs/instance-search.yaml"
+    message:
+        "Evaluating {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
+    shell:
+        "python {input.script} --params params.yaml --dataset {wildcards.dataset}"
+        " --method {wildcards.method} --similarity {wildcards.similarity} --gnd {input.gnd}"
+        " --rank {input.rank} --rerank {input.rerank} --metrics {output.metrics}"
+        " --per-query {output.per_query} --log {log}"
