@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import bow, codebook, groundtruth, search
+from . import rerank as rerank_mod
 from .errors import InstanceSearchError
 from .features import sift
 from .features.store import FeatureStore, build_store
@@ -111,3 +112,32 @@ def rank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: st
     save_npz(out, ranks=ranks, scores=ranked_scores)
     log.info("ranked %d queries over %d images (%s, %s query)", len(gnd.queries), gnd.n_database,
              similarity, p["query"])
+
+
+def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str,
+           assign_path: str, rank_path: str, out: str) -> None:
+    """Re-score each query's top results by their best sliding window against the query box.
+
+    The window query is always the box (LS), whatever the first stage used: the box is what the
+    user asked for. ``top: 0`` turns re-ranking off (the first-stage ranking is passed through).
+    """
+    p = _method_params(params, method)
+    r, s = p["rerank"], p["search"]
+    gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
+    first = load_npz(rank_path)
+    if first["ranks"].shape != (len(gnd.queries), gnd.n_database):
+        raise InstanceSearchError(f"{rank_path}: ranking shape {first['ranks'].shape} does not match {gnd_path}; re-run rank")
+    if r["top"] == 0:
+        save_npz(out, ranks=first["ranks"], scores=first["scores"], boxes=np.zeros((len(gnd.queries), 0, 4), np.float32),
+                 top=np.array(0))
+        return
+    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], "ls"), idf)
+    progress = tqdm(total=None, desc="rerank", unit="img", mininterval=5)
+    ranks, scores, boxes = rerank_mod.rerank(
+        first["ranks"], first["scores"], q, maps.image, idf,
+        top=r["top"], cell=r["cell"], scales=r["scales"], aspect_ratios=r["aspect_ratios"], stride=r["stride"],
+        similarity=similarity, alpha=s["weight_absent"], progress=lambda done, total: progress.update(1))
+    progress.close()
+    save_npz(out, ranks=ranks.astype(np.int32), scores=scores.astype(np.float32), boxes=boxes,
+             top=np.array(boxes.shape[1]))
+    log.info("re-ranked the top %d of %d queries by sliding windows (%s)", boxes.shape[1], len(gnd.queries), similarity)
