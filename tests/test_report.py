@@ -74,8 +74,9 @@ def test_evaluation_values(tmp_path, gnd_path, rank_files):
     assert summary["first_stage"]["queries"] == 2
     assert (summary["dataset"], summary["method"], summary["similarity"]) == ("oxford5k", "sift", "cosine")
     lines = per_query_path.read_text().splitlines()
-    assert lines[0] == "stage,query,ap,ndcg,seed_map,seed_ndcg"
+    assert lines[0] == "stage,query,ap,ndcg,seed_map,seed_ndcg,ns4"
     assert lines[1].startswith("first_stage,q0,0.763889,")
+    assert lines[1].endswith(",2")  # top 4 of q0: 0 3 5 1 -> positives 0 and 1
     assert lines[3].startswith("rerank,q0,1.000000,1.000000,1.000000,")
     assert len(lines) == 5
 

@@ -90,7 +90,7 @@ def _random_case(rng, *, tfidf):
     else:
         words = rng.integers(0, k, n).astype(np.int32)
     idf = rng.uniform(0.1, 4.0, k).astype(np.float32) if tfidf else np.ones(k, np.float32)
-    # Queries hold words both present in and absent from the image (and words beyond its range).
+    # Queries hold words both present in and absent from the image.
     n_q = int(rng.integers(0, k + 1))
     q_idx = np.sort(rng.choice(k, n_q, replace=False))
     q_val = rng.integers(1, 5, n_q) * idf[q_idx]
@@ -318,6 +318,8 @@ def test_bad_maps_are_clear_errors():
         rr.score_windows([[1, 1]], [7], 10, 10, [0], [1.0], np.ones(3), windows=windows, cell=16)
     with pytest.raises(InstanceSearchError, match="positions"):
         rr.score_windows([[1, 1], [2, 2]], [0], 10, 10, [0], [1.0], np.ones(3), windows=windows, cell=16)
+    with pytest.raises(InstanceSearchError, match="query has words outside"):
+        rr.score_windows([[1, 1]], [0], 10, 10, [3], [1.0], np.ones(3), windows=windows, cell=16)
     with pytest.raises(InstanceSearchError, match="inside"):
         rr.score_windows([[1, 1]], [0], 10, 10, [0], [1.0], np.ones(3), windows=[[0, 0, 2, 1]], cell=16)
     with pytest.raises(InstanceSearchError, match="alpha"):

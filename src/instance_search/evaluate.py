@@ -25,9 +25,10 @@ from .errors import InstanceSearchError
 from .groundtruth import GRADES, GroundTruth
 from .io import atomic_path, load_npz, write_json
 
-METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg"]
+METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 # Column of the per-query table -> key of the summary (the seed's tables say mAP and NDCG).
-SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg"}
+# ns4 (positives in the top 4) averages to UKBench's N-S score.
+SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
 STAGES = ("first_stage", "rerank")
 FLOAT_FORMAT = "%.6f"
 
@@ -56,11 +57,12 @@ def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_
         "ndcg": metrics.ndcg(ranks, grades, q.junk),
         "seed_map": metrics.seed_map(ranks, q.positives, top=seed_top, max_hits=seed_max_hits),
         "seed_ndcg": metrics.seed_ndcg(ranks, q.good, q.ok, q.junk, top=seed_top),
+        "ns4": metrics.ns_score(ranks, q.positives, k=4),
     }
 
 
 def evaluate_rankings(gnd: GroundTruth, ranks: np.ndarray, *, seed_top: int, seed_max_hits: int) -> pd.DataFrame:
-    """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg``."""
+    """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg, ns4``."""
     rows = [_query_metrics(q, ranks[i], seed_top, seed_max_hits) for i, q in enumerate(gnd.queries)]
     return pd.DataFrame(rows, columns=["query", *METRIC_COLUMNS])
 

@@ -164,6 +164,12 @@ def _check_map(xy, words, idf) -> tuple[np.ndarray, np.ndarray]:
     return xy, words
 
 
+def _check_query(query: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(query[0]) and (query[0][0] < 0 or query[0][-1] >= k):
+        raise InstanceSearchError(f"query has words outside [0, {k}): check the codebook size")
+    return query
+
+
 def _check_windows(windows, gw: int, gh: int) -> np.ndarray:
     windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
     x1, y1, x2, y2 = windows.T
@@ -188,8 +194,9 @@ def score_windows_recount(xy, words, width, height, q_idx, q_val, idf, *, window
     gw, gh = grid_size(width, height, cell)
     windows = _check_windows(windows, gw, gh)
     cx, cy = cell_coords(xy, cell, gw, gh)
+    q_idx, q_val = _check_query(query_arrays((q_idx, q_val)), len(idf))
     q = np.zeros(len(idf))
-    np.add.at(q, np.asarray(q_idx, dtype=np.int64), np.asarray(q_val, dtype=np.float64))
+    q[q_idx] = q_val
     w = np.where(q != 0, 1.0, alpha) if similarity == "weighted_cosine" else np.ones(len(idf))
     scores = np.zeros(len(windows))
     for i, (x1, y1, x2, y2) in enumerate(windows):
@@ -399,7 +406,7 @@ def score_windows(xy, words, width, height, q_idx, q_val, idf, *, windows, cell,
     xy, words = _check_map(xy, words, idf)
     gw, gh = grid_size(width, height, cell)
     windows = _check_windows(windows, gw, gh)
-    query = query_arrays((q_idx, q_val))
+    query = _check_query(query_arrays((q_idx, q_val)), len(idf))
     return _score_queries(xy, words, [query], idf, _Grid.of(windows, gw, gh), cell=cell, similarity=similarity,
                           alpha=alpha)[0]
 
@@ -456,6 +463,7 @@ def rerank(first_ranks, first_scores, queries, get_map: Callable[[int], tuple], 
         queries = [query_arrays(queries[j]) for j in range(queries.shape[0])]
     else:
         queries = [query_arrays(q) for q in queries]
+    queries = [_check_query(q, len(idf)) for q in queries]
     nq, n = first_ranks.shape
     if len(queries) != nq:
         raise InstanceSearchError(f"{len(queries)} queries but {nq} first-stage rankings")

@@ -9,14 +9,19 @@ from .. import groundtruth
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
 from .oxford import load_oxford
+from .ukbench import load_ukbench
 
 
 def _oxford(name: str, cfg: dict) -> GroundTruth:
     return load_oxford(name, cfg["images"], cfg["groundtruth"], skip=cfg.get("skip", ()))
 
 
+def _ukbench(name: str, cfg: dict) -> GroundTruth:
+    return load_ukbench(name, cfg["images"], cfg["groundtruth"])
+
+
 # One loader per on-disk format (params.yaml: datasets.<name>.format).
-LOADERS: dict[str, Callable[[str, dict], GroundTruth]] = {"oxford": _oxford}
+LOADERS: dict[str, Callable[[str, dict], GroundTruth]] = {"oxford": _oxford, "ukbench": _ukbench}
 
 
 def prepare(params: dict, dataset: str, out_path: str | os.PathLike) -> GroundTruth:
