@@ -115,6 +115,7 @@ BROKEN = {
                        "bridge_1_query.txt: line 1"),
     "two query lines": (lambda r: (r / "gt" / "bridge_1_query.txt").write_text("oxc1_bridge_000001 1 2 3 4\nfoo 1 2 3 4\n"),
                         "bridge_1_query.txt: line 2"),
+    "empty query file": (lambda r: (r / "gt" / "bridge_1_query.txt").write_text(""), "bridge_1_query.txt"),
     "no query files": (lambda r: [p.unlink() for p in (r / "gt").glob("*_query.txt")], "gt: no *_query.txt files"),
     "no gt folder": (lambda r: shutil.rmtree(r / "gt"), "gt: ground-truth folder not found"),
     "truncated jpeg": (_truncate, "tower_000001.jpg"),

@@ -7,54 +7,21 @@ the repository, so neither tool writes into the working tree.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_tools import CODEBOOK_SIZE, REPO, copy_repo, dvc, get_key, git, run, set_key, snakemake
 
-REPO = Path(__file__).resolve().parent.parent
-COPIED = ["workflow", "src", "envs", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
-IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", ".pytest_cache")
 CODE_DEPS = ("workflow/scripts/", "src/instance_search")
 WILDCARD_ORDER = ("dataset", "method", "similarity")  # the order of DVC's matrix keys
-CODEBOOK_SIZE = "sift.codebook.words"  # the params.yaml key of the number of visual words
 # DVC's run-cache drops every nested key named like these from its stage hash (treeverse/dvc#10296)
 RUN_CACHE_BLIND_KEYS = {"size", "nfiles"}
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def tool_env(root: Path) -> dict[str, str]:
-    """The environment for snakemake/dvc in the copy `root`: the steps' `python` is this
-    interpreter, and it imports the copy's own src/instance_search."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
-    return env
-
-
-def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True, timeout=timeout)
-
-
-def snakemake(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "snakemake", *args], cwd, timeout)
-
-
-def dvc(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd, timeout)
-
-
-def git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main",
-         *args], cwd=cwd, capture_output=True, text=True, check=True)
 
 
 def step_scripts() -> list[str]:
@@ -66,13 +33,7 @@ def step_scripts() -> list[str]:
 def copy_workflow(dest: Path) -> Path:
     """Copy what the two tools read. A step script not written yet becomes a placeholder, so the
     wiring is checked on its own (test_every_step_script_exists names what is missing)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=IGNORED)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    copy_repo(dest)
     for script in step_scripts():
         target = dest / script
         if not target.exists():
@@ -82,18 +43,6 @@ def copy_workflow(dest: Path) -> Path:
 
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def lookup(params: dict, dotted: str):
-    node = params
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def set_key(params: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    lookup(params, ".".join(parents))[last] = value
 
 
 # Snakemake's jobs, read in a separate interpreter (the API changes the working directory and the
@@ -285,7 +234,7 @@ def test_same_params(pairs, params):
         tracked = job["params"].get("tracked")
         assert tracked is not None, f"{job['rule']}: declare params: tracked=tracked_params(...)"
         assert sorted(tracked) == stage["params"], stage["name"]
-        assert tracked == {k: lookup(params, k) for k in stage["params"]}, stage["name"]
+        assert tracked == {k: get_key(params, k) for k in stage["params"]}, stage["name"]
 
 
 def test_metrics_and_plots_for_dvc(stages):
@@ -367,7 +316,7 @@ def test_no_tracked_param_is_hidden_from_the_run_cache(stages, params):
             for item in value:
                 yield from blind(item, path)
 
-    hidden = sorted({k for s in stages for key in s["params"] for k in blind(lookup(params, key), key)})
+    hidden = sorted({k for s in stages for key in s["params"] for k in blind(get_key(params, key), key)})
     assert not hidden, (
         f"params.yaml keys invisible to DVC's run-cache (treeverse/dvc#10296): {hidden}; "
         f"rename them (e.g. size -> words), or `dvc exp run -S` re-uses stale outputs"

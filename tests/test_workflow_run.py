@@ -8,23 +8,19 @@ Each test works in a temporary copy of the repository with params.yaml shrunk to
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import workflow_tools
 import yaml
+from workflow_tools import CODEBOOK_SIZE, copy_repo, get_key, git, output_of, set_key, tail
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parent.parent
-COPIED = ["workflow", "src", "envs", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
-IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", ".pytest_cache")
 RUN_TIMEOUT = 600
-CODEBOOK_SIZE = "sift.codebook.words"  # the params.yaml key of the number of visual words
 
 # The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, a 64-word codebook.
 TINY = {
@@ -48,64 +44,19 @@ STEPS_BEFORE_CODEBOOK = ("synthetic", "prepare", "extract")
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def tool_env(root: Path) -> dict[str, str]:
-    """The steps' `python` is this interpreter, and it imports the copy's own src/instance_search."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
-    return env
-
-
-def run(args: list[str], cwd: Path, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True, timeout=timeout)
-
-
 def snakemake(*targets: str, cwd: Path) -> subprocess.CompletedProcess:
     # targets first: --resources takes several values and would swallow them
-    return run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--resources", "gpu=1"], cwd)
+    return workflow_tools.snakemake(*targets, "--cores", "2", "--resources", "gpu=1", cwd=cwd, timeout=RUN_TIMEOUT)
 
 
 def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main",
-         *args], cwd=cwd, capture_output=True, text=True, check=True)
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return proc.stdout + proc.stderr
-
-
-def tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
-    return output_of(proc)[-n:]
-
-
-def get_key(params: dict, dotted: str):
-    node = params
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def set_key(params: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    get_key(params, ".".join(parents))[last] = value
+    return workflow_tools.dvc(*args, cwd=cwd, timeout=RUN_TIMEOUT)
 
 
 @pytest.fixture
 def tiny_repo(tmp_path) -> Path:
     """A copy of the repository whose params.yaml describes the tiny benchmark."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=IGNORED)
-        elif src.exists():
-            shutil.copy2(src, root / name)
+    root = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     for key, value in TINY.items():
         set_key(params, key, value)
