@@ -5,11 +5,11 @@ Outputs of :func:`write_evaluation`:
 - ``metrics.json`` (for ``dvc metrics``)::
 
     {"dataset": d, "method": m, "similarity": s,
-     "first_stage": {"mAP": .., "NDCG": .., "seed_map": .., "seed_ndcg": .., "queries": n},
+     "first_stage": {"mAP": .., "NDCG": .., "seed_map": .., "seed_ndcg": .., "N-S": .., "queries": n},
      "rerank": {...same keys...}}
 
   means over queries, rounded to 6 decimals;
-- ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg``, one row per stage and
+- ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg,ns4``, one row per stage and
   query in ground-truth order, floats written as ``%.6f``.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from . import groundtruth, metrics
-from .errors import InstanceSearchError
+from .search import load_ranking
 from .groundtruth import GRADES, GroundTruth
-from .io import atomic_path, load_npz, write_json
+from .io import atomic_path, write_json
 
 METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 # Column of the per-query table -> key of the summary (the seed's tables say mAP and NDCG).
@@ -31,22 +31,6 @@ METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
 STAGES = ("first_stage", "rerank")
 FLOAT_FORMAT = "%.6f"
-
-
-def load_ranks(path: str | os.PathLike, gnd: GroundTruth) -> np.ndarray:
-    """The ``ranks`` array of a rank file, checked against the ground truth's shape."""
-    arrays = load_npz(path)
-    if "ranks" not in arrays:
-        raise InstanceSearchError(f"{path}: no 'ranks' array; re-run the step that produces it")
-    ranks = arrays["ranks"]
-    expected = (len(gnd.queries), gnd.n_database)
-    if ranks.shape != expected:
-        raise InstanceSearchError(
-            f"{path}: ranks have shape {ranks.shape} but the ground truth has {expected[0]} queries "
-            f"x {expected[1]} database images; re-run the step that produces it")
-    if ranks.size and (ranks.min() < 0 or ranks.max() >= gnd.n_database):
-        raise InstanceSearchError(f"{path}: ranks hold indices outside the database; re-run the step that produces it")
-    return ranks
 
 
 def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_max_hits: int) -> dict:
@@ -83,7 +67,7 @@ def write_evaluation(gnd_path, rank_path, rerank_path, metrics_path, per_query_p
     gnd = groundtruth.load(gnd_path)
     settings = params["evaluate"]
     tables = {
-        stage: evaluate_rankings(gnd, load_ranks(path, gnd), seed_top=int(settings["seed_top"]),
+        stage: evaluate_rankings(gnd, load_ranking(path, gnd)["ranks"], seed_top=int(settings["seed_top"]),
                                  seed_max_hits=int(settings["seed_max_hits"]))
         for stage, path in zip(STAGES, (rank_path, rerank_path))
     }

@@ -16,7 +16,8 @@ import pandas as pd
 from . import groundtruth
 from .errors import InstanceSearchError
 from .groundtruth import GroundTruth
-from .io import load_npz, read_image, read_json, write_bytes, write_text
+from .io import read_image, read_json, write_bytes, write_text
+from .search import load_ranking
 
 # The seed's published "mAP" (its own definition, our seed_map), per method and dataset: the student
 # project "Instance Based Image Retrieval using Deep Learning" (reference.md, section 1). It reported
@@ -147,14 +148,8 @@ def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.Path
     """
     if not isinstance(gnd, GroundTruth):
         gnd = groundtruth.load(gnd)
-    arrays = load_npz(rerank_npz)
-    missing = sorted({"ranks", "scores", "boxes"} - arrays.keys())
-    if missing:
-        raise InstanceSearchError(f"{rerank_npz}: missing arrays {missing}; re-run the rerank step")
+    arrays = load_ranking(rerank_npz, gnd, required=("ranks", "scores", "boxes"))
     ranks, scores, boxes = arrays["ranks"], arrays["scores"], arrays["boxes"]
-    if ranks.shape[0] != len(gnd.queries) or scores.shape != ranks.shape or boxes.shape[0] != ranks.shape[0]:
-        raise InstanceSearchError(
-            f"{rerank_npz}: arrays do not match the ground truth's {len(gnd.queries)} queries; re-run the rerank step")
     rows = [_query_row(gnd, qi, ranks, scores, boxes, top) for qi in range(min(n_queries, len(gnd.queries)))]
     width = max(r.shape[1] for r in rows)
     grid = cv2.copyMakeBorder(np.vstack([_pad_right(r, width) for r in rows]), GAP, 0, GAP, GAP,

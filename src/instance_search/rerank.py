@@ -45,8 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import InstanceSearchError
-
-SIMILARITIES = ("cosine", "weighted_cosine")
+from .search import SIMILARITIES  # the same two similarities as the first stage
 
 # Ties between windows: scores within this relative distance of the maximum count as equal, so the
 # first window in order wins even where two equal sums were rounded differently.

@@ -21,7 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .bow import AssignmentMaps
+from .errors import InstanceSearchError
 from .groundtruth import GroundTruth
+from .io import load_npz
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +101,28 @@ def rank(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores = scores.astype(np.float32)
     order = np.argsort(-scores, axis=1, kind="stable").astype(np.int32)
     return order, np.take_along_axis(scores, order, axis=1)
+
+
+def load_ranking(path, gnd: GroundTruth, required: tuple[str, ...] = ("ranks",)) -> dict[str, np.ndarray]:
+    """The arrays of a rank or rerank file, checked against the ground truth it claims to rank.
+
+    ``ranks`` must be (n_queries, n_database) database indices; every other required array must
+    have one row per query (``scores`` the very shape of ``ranks``).
+    """
+    arrays = load_npz(path)
+    missing = sorted(set(required) - arrays.keys())
+    if missing:
+        raise InstanceSearchError(f"{path}: missing arrays {missing}; re-run the step that produces it")
+    ranks = arrays["ranks"]
+    expected = (len(gnd.queries), gnd.n_database)
+    if ranks.shape != expected:
+        raise InstanceSearchError(
+            f"{path}: ranks have shape {ranks.shape} but the ground truth has {expected[0]} queries "
+            f"x {expected[1]} database images; re-run the step that produces it")
+    if ranks.size and (ranks.min() < 0 or ranks.max() >= gnd.n_database):
+        raise InstanceSearchError(f"{path}: ranks hold indices outside the database; re-run the step that produces it")
+    for name in required:
+        shape = arrays[name].shape
+        if shape[:1] != ranks.shape[:1] or (name == "scores" and shape != ranks.shape):
+            raise InstanceSearchError(f"{path}: array {name} does not match the ranks' shape; re-run the step that produces it")
+    return arrays

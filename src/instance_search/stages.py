@@ -124,9 +124,7 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
     p = _method_params(params, method)
     r, s = p["rerank"], p["search"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
-    first = load_npz(rank_path)
-    if first["ranks"].shape != (len(gnd.queries), gnd.n_database):
-        raise InstanceSearchError(f"{rank_path}: ranking shape {first['ranks'].shape} does not match {gnd_path}; re-run rank")
+    first = search.load_ranking(rank_path, gnd, required=("ranks", "scores"))
     if r["top"] == 0:
         save_npz(out, ranks=first["ranks"], scores=first["scores"], boxes=np.zeros((len(gnd.queries), 0, 4), np.float32),
                  top=np.array(0))
