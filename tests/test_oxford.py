@@ -136,7 +136,8 @@ def test_bad_input_is_a_one_line_error_naming_the_file(oxford, case):
 
 def _params_file(tmp_path: Path, root: Path) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"]["ox"] = {"format": "oxford", "images": str(root / "jpg"), "groundtruth": str(root / "gt")}
+    params["datasets"]["ox"] = {"format": "oxford", "source": "local", "images": str(root / "jpg"),
+                                "groundtruth": str(root / "gt")}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -166,3 +167,35 @@ def test_script_fails_cleanly_and_keeps_earlier_output(oxford, tmp_path):
     assert "Traceback" not in proc.stderr
     assert out.read_text() == "earlier result\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["gnd.json"]
+
+
+def test_expected_counts_are_checked_only_when_given(oxford):
+    assert len(_load(oxford, expect={"images": 5, "database": 5, "queries": 2}).images) == 5
+    assert len(_load(oxford, expect=None).images) == 5
+    with pytest.raises(InstanceSearchError) as exc:
+        _load(oxford, expect={"images": 5063, "queries": 55})
+    assert str(exc.value) == (f"{oxford / 'gt'}: found 5 images, expected 5063 (datasets.ox.expect.images); "
+                              "check that the download is complete and is the official release")
+
+
+def test_prepare_checks_the_counts_of_every_format(tmp_path):
+    """params datasets.<name>.expect reaches the loader; UKBench's is checked by prepare itself."""
+    jpg = tmp_path / "uk" / "jpg"
+    for i in range(8):
+        _jpeg(jpg / f"ukbench{i:05d}.jpg", 32, 24, seed=i)
+    (tmp_path / "uk" / "groundtruth.csv").write_text(
+        "image,object\n" + "".join(f"ukbench{i:05d}.jpg,{i // 4}\n" for i in range(8)))
+    cfg = {"format": "ukbench", "images": str(jpg), "groundtruth": str(tmp_path / "uk" / "groundtruth.csv")}
+    prepare({"datasets": {"uk": {**cfg, "expect": {"images": 8, "queries": 8}}}}, "uk", tmp_path / "ok.json")
+    with pytest.raises(InstanceSearchError, match="found 8 images, expected 10200"):
+        prepare({"datasets": {"uk": {**cfg, "expect": {"images": 10200}}}}, "uk", tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({"format": "pkl"}, "datasets.d.format: unknown format 'pkl'"),
+    ({"format": "revisited", "images": "x"}, "datasets.d.groundtruth missing"),
+])
+def test_prepare_names_the_bad_key(tmp_path, cfg, expected):
+    with pytest.raises(InstanceSearchError, match=expected):
+        prepare({"datasets": {"d": cfg}}, "d", tmp_path / "gnd.json")

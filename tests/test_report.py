@@ -59,8 +59,10 @@ def rank_files(tmp_path):
 
 def _evaluate(tmp_path, gnd_path, rank_files, dataset="oxford5k", similarity="cosine", tag="a"):
     out = tmp_path / tag
-    write_evaluation(gnd_path, *rank_files, out / f"{dataset}.json", out / f"{dataset}.csv", PARAMS,
-                     dataset, "sift", similarity)
+    # query expansion: here the re-ranked list again (expand.mode off passes it through)
+    write_evaluation(gnd_path, dict(zip(("first_stage", "rerank", "expand"), (*rank_files, rank_files[1]))),
+                     out / f"{dataset}.json",
+                     out / f"{dataset}.csv", PARAMS, dataset, "sift", similarity)
     return out / f"{dataset}.json", out / f"{dataset}.csv"
 
 
@@ -73,19 +75,21 @@ def test_evaluation_values(tmp_path, gnd_path, rank_files):
     assert summary["rerank"]["mAP"] == 1.0 and summary["rerank"]["NDCG"] == 1.0
     assert summary["first_stage"]["queries"] == 2
     assert (summary["dataset"], summary["method"], summary["similarity"]) == ("oxford5k", "sift", "cosine")
+    assert "protocols" not in summary  # only datasets with protocols (revisited) get the key
     lines = per_query_path.read_text().splitlines()
     assert lines[0] == "stage,query,ap,ndcg,seed_map,seed_ndcg,ns4"
     assert lines[1].startswith("first_stage,q0,0.763889,")
     assert lines[1].endswith(",2")  # top 4 of q0: 0 3 5 1 -> positives 0 and 1
     assert lines[3].startswith("rerank,q0,1.000000,1.000000,1.000000,")
-    assert len(lines) == 5
+    assert lines[5].startswith("expand,q0,1.000000,")
+    assert len(lines) == 7
 
 
 def test_mismatched_rank_file_names_the_file(tmp_path, gnd_path, rank_files):
     bad = _rank_file(tmp_path / "bad_rank.npz", [[0, 1, 2, 3, 4], [4, 0, 1, 2, 3]])
     with pytest.raises(InstanceSearchError, match="bad_rank.npz"):
-        write_evaluation(gnd_path, bad, rank_files[1], tmp_path / "m.json", tmp_path / "q.csv", PARAMS,
-                         "tiny", "sift", "cosine")
+        write_evaluation(gnd_path, {"first_stage": bad, "rerank": rank_files[1]}, tmp_path / "m.json",
+                         tmp_path / "q.csv", PARAMS, "tiny", "sift", "cosine")
     assert not (tmp_path / "m.json").exists()  # nothing half-written
 
 
@@ -94,7 +98,8 @@ def test_evaluate_script_reports_a_one_line_error(tmp_path, gnd_path, rank_files
     result = subprocess.run(
         [sys.executable, str(REPO / "workflow/scripts/evaluate.py"), "--params", str(REPO / "params.yaml"),
          "--dataset", "tiny", "--method", "sift", "--similarity", "cosine", "--gnd", str(gnd_path),
-         "--rank", str(bad), "--rerank", str(rank_files[1]), "--metrics", str(tmp_path / "m.json"),
+         "--rank", str(bad), "--rerank", str(rank_files[1]), "--expand", str(rank_files[1]),
+         "--metrics", str(tmp_path / "m.json"),
          "--per-query", str(tmp_path / "q.csv")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "error:" in result.stderr and "bad_rank.npz" in result.stderr
@@ -110,11 +115,12 @@ def test_table_content_and_determinism(tmp_path, gnd_path, rank_files):
     assert outputs[0] == outputs[1]
     md_text, csv_text = (b.decode() for b in outputs[0])
     csv_lines = csv_text.splitlines()
-    assert csv_lines[0] == "dataset,mAP,NDCG,seed_map,seed_ndcg,mAP_first_stage,seed_published_mAP"
-    assert csv_lines[1].startswith("oxford5k,1.000000,1.000000,") and csv_lines[1].endswith(",0.881944,0.056000")
-    assert csv_lines[2].startswith("tiny,") and csv_lines[2].endswith(",0.881944,")  # no published number
+    assert csv_lines[0] == "dataset,mAP,NDCG,seed_map,seed_ndcg,mAP_first_stage,mAP_reranked,seed_published_mAP"
+    assert csv_lines[1].startswith("oxford5k,1.000000,1.000000,")
+    assert csv_lines[1].endswith(",0.881944,1.000000,0.056000")
+    assert csv_lines[2].startswith("tiny,") and csv_lines[2].endswith(",0.881944,1.000000,")  # no published number
     assert md_text.startswith("# sift, cosine similarity\n")
-    assert "| oxford5k | 1.000 | 1.000 |" in md_text and "| 0.882 | 0.056 |" in md_text
+    assert "| oxford5k | 1.000 | 1.000 |" in md_text and "| 0.882 | 1.000 | 0.056 |" in md_text
     assert "official Oxford" in md_text
 
 

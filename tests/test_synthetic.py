@@ -116,9 +116,13 @@ def test_script_matches_the_library(small, tmp_path):
     params["seed"] = 7
     params["datasets"]["synthetic"]["generator"] = dict(SMALL)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = tmp_path / "synthetic"
+    out = tmp_path / "data" / "synthetic"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "workflow/scripts/make_synthetic.py"), "--params", str(tmp_path / "params.yaml"),
-         "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+        [sys.executable, str(REPO / "workflow/scripts/fetch.py"), "--params", str(tmp_path / "params.yaml"),
+         "--dataset", "synthetic", "--data", str(tmp_path / "data"), "--lock", str(tmp_path / "lock.json")],
+        capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    manifest = out / "manifest.json"
+    assert manifest.is_file()
+    manifest.unlink()
     assert _files(out) == _files(small)  # byte-identical across processes too

@@ -155,10 +155,8 @@ def pairs(jobs, stages) -> list[tuple[dict, dict]]:
 
 def expected_counts(params: dict) -> dict[str, int]:
     d, m, s = (len(params["run"][k]) for k in ("datasets", "methods", "similarities"))
-    counts = {"prepare": d, "extract": d * m, "codebook": d * m, "encode": d * m, "rank": d * m * s,
-              "rerank": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "tables": m * s}
-    if "synthetic" in params["run"]["datasets"]:
-        counts["synthetic"] = 1
+    counts = {"fetch": d, "prepare": d, "extract": d * m, "codebook": d * m, "encode": d * m, "rank": d * m * s,
+              "rerank": d * m * s, "expand": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "tables": m * s}
     return counts
 
 
@@ -295,8 +293,8 @@ def test_a_codebook_experiment_reruns_codebook_and_after_only(stages):
                 changed = True
     families = {name.split("@")[0] for name in affected}
     assert {n.split("@")[0] for n in direct} == {"codebook"}
-    assert families == {"codebook", "encode", "rank", "rerank", "evaluate", "tables", "figures"}
-    assert not any(name.split("@")[0] in ("synthetic", "prepare", "extract") for name in affected)
+    assert families == {"codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables", "figures"}
+    assert not any(name.split("@")[0] in ("fetch", "prepare", "extract") for name in affected)
     assert set(by_name) - affected  # something is left alone
 
 

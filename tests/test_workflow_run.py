@@ -37,8 +37,8 @@ TINY = {
     "figures.queries": 2,
     "figures.top": 3,
 }
-STEPS_AFTER_CODEBOOK = ("codebook", "encode", "rank", "rerank", "evaluate", "figures")  # + tables
-STEPS_BEFORE_CODEBOOK = ("synthetic", "prepare", "extract")
+STEPS_AFTER_CODEBOOK = ("codebook", "encode", "rank", "rerank", "expand", "evaluate", "figures")  # + tables
+STEPS_BEFORE_CODEBOOK = ("fetch", "prepare", "extract")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -126,7 +126,7 @@ def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
     ran_steps = {name.split("@")[0] for name in ran}
     assert set(STEPS_AFTER_CODEBOOK) <= ran_steps, f"ran only {sorted(ran)}\n{out[-3000:]}"
     assert not ran_steps & set(STEPS_BEFORE_CODEBOOK), f"re-ran {sorted(ran)}"
-    assert {"synthetic", "prepare@synthetic", "extract@synthetic-sift"} <= skipped, out[-3000:]
+    assert {"fetch@synthetic", "prepare@synthetic", "extract@synthetic-sift"} <= skipped, out[-3000:]
     # tables re-run unless the new metrics happen to be byte-identical (DVC compares content)
     metrics_after = {p: (root / p).read_bytes() for p in metrics_before}
     for s in TINY["run.similarities"]:

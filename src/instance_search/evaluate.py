@@ -1,4 +1,4 @@
-"""Per-query and mean metrics of a ranking, for both stages (first stage and re-ranked).
+"""Per-query and mean metrics of a method's rankings, one per stage (first stage, re-ranked, ...).
 
 Outputs of :func:`write_evaluation`:
 
@@ -6,16 +6,21 @@ Outputs of :func:`write_evaluation`:
 
     {"dataset": d, "method": m, "similarity": s,
      "first_stage": {"mAP": .., "NDCG": .., "seed_map": .., "seed_ndcg": .., "N-S": .., "queries": n},
-     "rerank": {...same keys...}}
+     "rerank": {...same keys...}, ...one entry per stage given}
 
-  means over queries, rounded to 6 decimals;
-- ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg,ns4``, one row per stage and
-  query in ground-truth order, floats written as ``%.6f``.
+  means over queries, rounded to 6 decimals. A dataset with protocols (ROxford5k / RParis6k) adds
+  ``"protocols": {"easy": {"first_stage": {..}, "rerank": {..}}, "medium": {..}, "hard": {..}}``;
+  its top-level stages are then those of the queries' own labels (for the revisited datasets, the
+  Medium protocol), so every metrics file has the same top-level keys;
+- ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg,ns4``, one row per stage (in the
+  order given) and query in ground-truth order, floats written as ``%.6f``. A dataset with protocols has a
+  ``protocol`` column after ``stage`` and one row per stage, protocol and query instead.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,11 +34,15 @@ METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 # Column of the per-query table -> key of the summary (the seed's tables say mAP and NDCG).
 # ns4 (positives in the top 4) averages to UKBench's N-S score.
 SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
-STAGES = ("first_stage", "rerank")
+STAGES = ("first_stage", "rerank")  # the stages every method has; callers may add more (query expansion)
 FLOAT_FORMAT = "%.6f"
 
 
 def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_max_hits: int) -> dict:
+    if not q.positives:
+        # Only under a protocol (a revisited query with no easy image under Easy): every metric is
+        # undefined, so the query is left out of every mean alike (revisitop skips it too).
+        return {"query": q.name, **{c: np.nan for c in METRIC_COLUMNS}}
     grades = {**{i: GRADES["ok"] for i in q.ok}, **{i: GRADES["good"] for i in q.good}}
     return {
         "query": q.name,
@@ -45,36 +54,52 @@ def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_
     }
 
 
-def evaluate_rankings(gnd: GroundTruth, ranks: np.ndarray, *, seed_top: int, seed_max_hits: int) -> pd.DataFrame:
-    """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg, ns4``."""
-    rows = [_query_metrics(q, ranks[i], seed_top, seed_max_hits) for i, q in enumerate(gnd.queries)]
-    return pd.DataFrame(rows, columns=["query", *METRIC_COLUMNS])
+def evaluate_rankings(gnd: GroundTruth, ranks: np.ndarray, *, seed_top: int, seed_max_hits: int,
+                      protocol: str | None = None) -> pd.DataFrame:
+    """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg, ns4``.
+
+    ``protocol``: evaluate with that protocol's labels (:meth:`Query.under`); None: the queries' own.
+    """
+    queries = gnd.queries if protocol is None else [q.under(protocol) for q in gnd.queries]
+    rows = [_query_metrics(q, ranks[i], seed_top, seed_max_hits) for i, q in enumerate(queries)]
+    table = pd.DataFrame(rows, columns=["query", *METRIC_COLUMNS])
+    return table.astype({"ns4": "Int64"})  # a count: written as an integer, empty where undefined
 
 
 def summarise(table: pd.DataFrame) -> dict:
     """Means over queries (NaN-valued queries, which have no positive, are left out), 6 decimals."""
-    summary = {SUMMARY_KEYS[c]: round(float(np.nanmean(table[c].to_numpy(dtype=float))), 6) for c in METRIC_COLUMNS}
+    summary = {SUMMARY_KEYS[c]: round(float(np.nanmean(table[c].to_numpy(dtype=float, na_value=np.nan))), 6)
+               for c in METRIC_COLUMNS}
     summary["queries"] = int(len(table))
     return summary
 
 
-def write_evaluation(gnd_path, rank_path, rerank_path, metrics_path, per_query_path, params: dict,
-                     dataset: str, method: str, similarity: str) -> dict:
-    """Evaluate the first-stage and the re-ranked rankings; write the JSON summary and the per-query CSV.
-
-    Returns the summary written to ``metrics_path``.
+def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metrics_path, per_query_path,
+                     params: dict, dataset: str, method: str, similarity: str) -> dict:
+    """Evaluate each ranking of ``rankings`` (stage name -> rank file, in stage order: first_stage,
+    rerank, ...); write the JSON summary and the per-query CSV. Returns the summary written.
     """
     gnd = groundtruth.load(gnd_path)
     settings = params["evaluate"]
-    tables = {
-        stage: evaluate_rankings(gnd, load_ranking(path, gnd)["ranks"], seed_top=int(settings["seed_top"]),
-                                 seed_max_hits=int(settings["seed_max_hits"]))
-        for stage, path in zip(STAGES, (rank_path, rerank_path))
-    }
-    per_query = pd.concat([t.assign(stage=stage) for stage, t in tables.items()], ignore_index=True)
-    per_query = per_query[["stage", "query", *METRIC_COLUMNS]]
+    ranks = {stage: load_ranking(path, gnd)["ranks"] for stage, path in rankings.items()}
+
+    def tables(protocol: str | None) -> dict[str, pd.DataFrame]:
+        return {stage: evaluate_rankings(gnd, r, seed_top=int(settings["seed_top"]),
+                                         seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol)
+                for stage, r in ranks.items()}
+
+    own = tables(None)
     summary = {"dataset": dataset, "method": method, "similarity": similarity,
-               **{stage: summarise(t) for stage, t in tables.items()}}
+               **{stage: summarise(t) for stage, t in own.items()}}
+    if gnd.protocols:
+        by_protocol = {p: tables(p) for p in gnd.protocols}
+        summary["protocols"] = {p: {stage: summarise(t) for stage, t in ts.items()} for p, ts in by_protocol.items()}
+        per_query = pd.concat([by_protocol[p][stage].assign(stage=stage, protocol=p)
+                               for stage in ranks for p in gnd.protocols], ignore_index=True)
+        per_query = per_query[["stage", "protocol", "query", *METRIC_COLUMNS]]
+    else:
+        per_query = pd.concat([t.assign(stage=stage) for stage, t in own.items()], ignore_index=True)
+        per_query = per_query[["stage", "query", *METRIC_COLUMNS]]
     with atomic_path(per_query_path) as tmp:
         per_query.to_csv(tmp, index=False, float_format=FLOAT_FORMAT, lineterminator="\n", na_rep="")
     write_json(metrics_path, summary)

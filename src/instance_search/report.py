@@ -28,7 +28,8 @@ SEED_PUBLISHED_MAP = {
     "frcnn": {"oxford5k": 0.652, "paris6k": 0.561, "instre": 0.091, "sculptures6k": 0.132},
 }
 
-TABLE_COLUMNS = ["dataset", "mAP", "NDCG", "seed_map", "seed_ndcg", "mAP_first_stage", "seed_published_mAP"]
+TABLE_COLUMNS = ["dataset", "mAP", "NDCG", "seed_map", "seed_ndcg", "mAP_first_stage", "mAP_reranked",
+                 "seed_published_mAP"]
 
 FOOTNOTE = (
     "mAP: mean of the official Oxford/Paris average precision over the full ranking (junk ignored); "
@@ -36,30 +37,52 @@ FOOTNOTE = (
     "seed_map and seed_ndcg: the reproduced system's own definitions (mean precision at the first hits of "
     "the top list, divided by the hits found; NDCG with junk = 1 normalised within the top list; list length "
     "and hit cap from params evaluate.seed_top / seed_max_hits, the seed used 100 and 20), comparable with "
-    "seed_published_mAP. mAP, NDCG, seed_*: after re-ranking; mAP_first_stage: before."
+    "seed_published_mAP. mAP, NDCG, seed_*: the final ranking (first stage, re-ranking, then query expansion "
+    "as the params' expand.mode says; with expansion off it is the re-ranked one); mAP_first_stage and "
+    "mAP_reranked: the two steps before it."
+)
+# Added under a table that has rows of revisited datasets.
+PROTOCOL_NOTE = (
+    "Revisited datasets (-E / -M / -H): the Easy, Medium and Hard protocols of Radenovic et al. (CVPR 2018), "
+    "each row a separate evaluation of the same ranking (Easy: positives easy, hard as junk; Medium: easy + "
+    "hard; Hard: positives hard, easy as junk)."
 )
 
 
 # ---------------------------------------------------------------------------------------------- tables
 
-def _table_row(path: str | os.PathLike, method: str, similarity: str) -> dict:
+# Row suffix of each protocol of a revisited dataset (ROxford5k-E / -M / -H, as the paper writes them).
+PROTOCOL_SUFFIX = {"easy": "E", "medium": "M", "hard": "H"}
+
+
+def _row(dataset: str, stages: dict, published) -> dict:
+    final = stages["expand"]
+    return {"dataset": dataset, "mAP": final["mAP"], "NDCG": final["NDCG"], "seed_map": final["seed_map"],
+            "seed_ndcg": final["seed_ndcg"], "mAP_first_stage": stages["first_stage"]["mAP"],
+            "mAP_reranked": stages["rerank"]["mAP"], "seed_published_mAP": published}
+
+
+def _table_rows(path: str | os.PathLike, method: str, similarity: str) -> list[dict]:
+    """One row per metrics file, or one per protocol (``<dataset>-E``, ...) for a dataset with protocols."""
     m = read_json(path)
     try:
         if (m["method"], m["similarity"]) != (method, similarity):
             raise InstanceSearchError(
                 f"{path}: metrics of {m['method']}/{m['similarity']}, not {method}/{similarity}; pass the right files")
-        final, first = m["rerank"], m["first_stage"]
-        return {"dataset": m["dataset"], "mAP": final["mAP"], "NDCG": final["NDCG"],
-                "seed_map": final["seed_map"], "seed_ndcg": final["seed_ndcg"],
-                "mAP_first_stage": first["mAP"],
-                "seed_published_mAP": SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan)}
-    except (KeyError, TypeError) as exc:
+        if "protocols" in m:  # the seed never evaluated these: no published number beside them
+            known = [p for p in PROTOCOL_SUFFIX if p in m["protocols"]]  # E, M, H: the JSON's keys are sorted
+            order = known + sorted(set(m["protocols"]) - set(known))
+            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan) for p in order]
+        return [_row(m["dataset"], m, SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan))]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
 
 
 def build_table(metrics_paths, method: str, similarity: str) -> pd.DataFrame:
-    """Rows = datasets in the order of ``metrics_paths``; columns :data:`TABLE_COLUMNS`."""
-    return pd.DataFrame([_table_row(p, method, similarity) for p in metrics_paths], columns=TABLE_COLUMNS)
+    """Rows = datasets in the order of ``metrics_paths`` (a revisited dataset: its E, M, H rows);
+    columns :data:`TABLE_COLUMNS`."""
+    rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity)]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
@@ -70,7 +93,9 @@ def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
              "| " + " | ".join(TABLE_COLUMNS) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(TABLE_COLUMNS) - 1)) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines + ["", FOOTNOTE, ""])
+    suffixes = tuple(f"-{s}" for s in PROTOCOL_SUFFIX.values())
+    notes = [FOOTNOTE] + ([PROTOCOL_NOTE] if table["dataset"].str.endswith(suffixes).any() else [])
+    return "\n".join(lines + [line for note in notes for line in ("", note)] + [""])
 
 
 def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path) -> pd.DataFrame:

@@ -35,30 +35,47 @@ def box_mask(xy: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarr
     return (xy[:, 0] >= x1) & (xy[:, 0] < x2) & (xy[:, 1] >= y1) & (xy[:, 1] < y2)
 
 
-def query_counts(gnd: GroundTruth, maps: AssignmentMaps, vocabulary: int, mode: str) -> sp.csr_matrix:
+def query_counts(gnd: GroundTruth, maps: AssignmentMaps, vocabulary: int, mode: str,
+                 fallback: str = "image") -> sp.csr_matrix:
     """Word counts of each query: inside its box (``ls``) or of its whole image (``gs``).
 
-    A box that holds no feature falls back to the whole image (documented fallback, counted in the
-    log) rather than a silent empty query that would score zero everywhere.
+    A box that holds no feature falls back as :func:`box_words` says (counted in the log).
     """
     rows, cols, fallbacks = [], [], []
     for qi, q in enumerate(gnd.queries):
         xy, words, _, _ = maps.image(q.image)
         if mode == "ls":
-            inside = box_mask(xy, q.box)
-            if inside.any():
-                words = words[inside]
-            else:
+            words, fell_back = box_words(xy, words, q.box, fallback)
+            if fell_back:
                 fallbacks.append(q.name)
         rows.append(np.full(len(words), qi))
         cols.append(words)
     if fallbacks:
-        log.warning("%d queries have no feature inside their box; they use the whole image: %s",
-                    len(fallbacks), ", ".join(fallbacks))
+        log.warning("%d queries have no feature inside their box; they use %s: %s", len(fallbacks),
+                    "the whole image" if fallback == "image" else "the feature nearest the box centre",
+                    ", ".join(fallbacks))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(gnd.queries), vocabulary))
     m.sum_duplicates()
     return m
+
+
+def box_words(xy: np.ndarray, words: np.ndarray, box, fallback: str = "image") -> tuple[np.ndarray, bool]:
+    """(words of the features inside ``box``, whether it had to fall back).
+
+    A box that holds no feature is never a silent empty query (it would score zero everywhere): it
+    falls back to the whole image (``fallback="image"``: sparse keypoints) or to the feature nearest
+    the box centre (``"nearest"``: a dense CNN map, whose cells tile the image).
+    """
+    inside = box_mask(xy, box)
+    if inside.any() or len(words) == 0:
+        return words[inside], False
+    if fallback == "image":
+        return words, True
+    if fallback == "nearest":
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return words[[int(np.argmin((xy[:, 0] - cx) ** 2 + (xy[:, 1] - cy) ** 2))]], True
+    raise ValueError(f"unknown fallback {fallback!r}; expected image or nearest")
 
 
 def weighted(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:

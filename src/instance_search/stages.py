@@ -7,58 +7,51 @@ Snakemake or DVC.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 from tqdm import tqdm
 
-from . import bow, codebook, groundtruth, search
+from . import bow, codebook, expand as expand_mod, groundtruth, methods, search, whitening
 from . import rerank as rerank_mod
 from .errors import InstanceSearchError
-from .features import sift
-from .features.store import FeatureStore, build_store
-from .io import load_npy, load_npz, save_npy, save_npz
+from .features.store import FeatureStore
+from .io import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
-METHODS = ("sift",)
+METHODS = tuple(methods.METHODS)
 
 
 def _method_params(params: dict, method: str) -> dict:
-    if method not in METHODS:
-        raise InstanceSearchError(f"method {method!r} is not implemented; run.methods accepts {', '.join(METHODS)}")
+    methods.get(method)
     return params[method]
 
 
 def extract(params: dict, method: str, gnd_path: str, out_dir: str) -> None:
     """Local features of every image of the ground truth (database and query-only images)."""
     p = _method_params(params, method)["extract"]
-    gnd = groundtruth.load(gnd_path)
-    config = {"method": method, **p, "images": [im.path for im in gnd.images], "root": gnd.root}
-    build_store(out_dir, len(gnd.images),
-                # one detector per image: cheap, and OpenCV objects are not promised to be thread-safe
-                lambda i: sift.extract(str(gnd.image_path(i)),
-                                       sift.make_detector(p["max_features"], p["contrast_threshold"]),
-                                       p["max_side"]),
-                shard_size=p["shard_size"], config=config, desc=f"{gnd.dataset} {method}",
-                workers=os.cpu_count() or 1)
+    methods.get(method).extract(p, groundtruth.load(gnd_path), out_dir)
 
 
-def _descriptor_transform(store: FeatureStore):
-    return lambda raw: sift.descriptors(raw, store.config["rootsift"])
+def _features(store: FeatureStore):
+    return methods.get(store.config["method"]).shard_features(store.config)
 
 
 def train_codebook(params: dict, method: str, features: str, gnd_path: str, out: str) -> None:
+    """The vocabulary: optional PCA-whitening and k-means, both learned on one seeded database sample."""
     p = _method_params(params, method)["codebook"]
     gnd = groundtruth.load(gnd_path)
     store = FeatureStore(features)
-    sample = codebook.sample_descriptors(store, gnd.n_database, p["sample"], params["seed"],
-                                         _descriptor_transform(store))
+    sample = codebook.sample_descriptors(store, gnd.n_database, p["sample"], params["seed"], _features(store))
+    white = None
+    if p["pca_dim"]:
+        white = whitening.fit(sample, p["pca_dim"], key=f"{method}.codebook.pca_dim")
+        sample = whitening.apply(sample, white)
     try:
         centroids = codebook.train(sample, p["words"], p["iterations"], params["seed"])
     except InstanceSearchError as exc:
         raise InstanceSearchError(f"params {method}.{exc}") from None
-    save_npy(out, centroids)
+    save_npz(out, **codebook.Vocabulary(centroids, white).to_arrays())
 
 
 def encode(params: dict, method: str, gnd_path: str, features: str, codebook_path: str,
@@ -69,26 +62,25 @@ def encode(params: dict, method: str, gnd_path: str, features: str, codebook_pat
     store = FeatureStore(features)
     if store.n_images != len(gnd.images):
         raise InstanceSearchError(f"{features}: {store.n_images} images but {gnd_path} lists {len(gnd.images)}; re-run extract")
-    centroids = load_npy(codebook_path)
-    assign = codebook.Assigner(centroids)
-    transform = _descriptor_transform(store)
+    vocab = codebook.Vocabulary.from_arrays(load_npz(codebook_path))
+    read = _features(store)
     xys, words, counts = [], [], []
     for first, sh in store.shards():
-        w = assign(transform(sh["desc"]))
-        xys.append(sh["xy"])
-        words.append(w)
-        counts.append(np.diff(sh["offsets"]))
+        xy, x, off = read(sh)
+        xys.append(xy)
+        words.append(vocab.words(x))
+        counts.append(np.diff(off))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
     maps = bow.AssignmentMaps(
         xy=np.concatenate(xys), words=np.concatenate(words), offsets=offsets,
         width=np.array([im.width for im in gnd.images], np.int32),
         height=np.array([im.height for im in gnd.images], np.int32))
-    counts_m = bow.counts_matrix(maps.words, maps.offsets, len(centroids))
+    counts_m = bow.counts_matrix(maps.words, maps.offsets, len(vocab))
     idf = bow.word_weights(counts_m, gnd.n_database, p["weighting"])
     save_npz(bow_out, **bow.save_bow(counts_m, idf, gnd.n_database))
     save_npz(assign_out, **maps.to_arrays())
     log.info("encoded %d features of %d images into %d words (%s)", len(maps.words), len(gnd.images),
-             len(centroids), p["weighting"])
+             len(vocab), p["weighting"])
 
 
 def _load_index(gnd_path: str, bow_path: str, assign_path: str):
@@ -105,7 +97,8 @@ def rank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: st
     """First-stage ranking of the whole database for every query."""
     p = _method_params(params, method)["search"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
-    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["query"]), idf)
+    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["query"],
+                                            methods.get(method).box_fallback), idf)
     d = search.weighted(counts[:gnd.n_database], idf)
     scores = search.similarity(q, d, similarity, p["weight_absent"])
     ranks, ranked_scores = search.rank(scores)
@@ -129,7 +122,7 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
         save_npz(out, ranks=first["ranks"], scores=first["scores"], boxes=np.zeros((len(gnd.queries), 0, 4), np.float32),
                  top=np.array(0))
         return
-    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], "ls"), idf)
+    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], "ls", methods.get(method).box_fallback), idf)
     progress = tqdm(total=None, desc="rerank", unit="img", mininterval=5)
     ranks, scores, boxes = rerank_mod.rerank(
         first["ranks"], first["scores"], q, maps.image, idf,
@@ -139,3 +132,23 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
     save_npz(out, ranks=ranks.astype(np.int32), scores=scores.astype(np.float32), boxes=boxes,
              top=np.array(boxes.shape[1]))
     log.info("re-ranked the top %d of %d queries by sliding windows (%s)", boxes.shape[1], len(gnd.queries), similarity)
+
+
+def expand(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str, assign_path: str,
+           rerank_path: str, out: str) -> None:
+    """Query expansion over the top of the re-ranked list (``expand.mode: off`` passes it through)."""
+    p = _method_params(params, method)
+    e = p["expand"]
+    gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
+    prev = search.load_ranking(rerank_path, gnd, required=("ranks", "scores", "boxes"))
+    if e["mode"] == "off":
+        save_npz(out, ranks=prev["ranks"], scores=prev["scores"])
+        return
+    fallback = methods.get(method).box_fallback
+    q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["search"]["query"], fallback), idf)
+    d = search.weighted(counts[:gnd.n_database], idf)
+    nb = expand_mod.neighbour_vectors(e["mode"], e["top"], prev["ranks"], d, maps=maps, boxes=prev["boxes"], idf=idf)
+    scores = search.similarity(expand_mod.expand(q, nb), d, similarity, p["search"]["weight_absent"])
+    ranks, ranked = search.rank(scores)
+    save_npz(out, ranks=ranks, scores=ranked)
+    log.info("expanded %d queries with their top %d (%s, %s)", len(gnd.queries), e["top"], e["mode"], similarity)

@@ -7,7 +7,7 @@ rule codebook:
         features="results/{dataset}/{method}/features",
         gnd="results/{dataset}/gnd.json",
     output:
-        codebook="results/{dataset}/{method}/codebook.npy",
+        codebook="results/{dataset}/{method}/codebook.npz",
     params:
         tracked=tracked_params("seed", "{method}.codebook"),
     log:
@@ -19,5 +19,5 @@ rule codebook:
     message:
         "Learning the {wildcards.method} codebook of {wildcards.dataset}"
     shell:
-        "python {input.script} --params params.yaml --method {wildcards.method}"
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
         " --features {input.features} --gnd {input.gnd} --out {output.codebook} --log {log}"

@@ -1,6 +1,7 @@
 # Helpers for the rule files; no rules here.
 #
-# Parameters. Every script reads params.yaml itself (--params params.yaml). A rule's `params:`
+# Parameters. Every script reads the params file itself (--params {PARAMS}): params.yaml, or the
+# complete alternative that a profile names (workflow/profiles/full: params-full.yaml). A rule's `params:`
 # therefore only declares WHICH keys its step depends on: tracked_params() looks their values up
 # in the config, so Snakemake's `params` rerun trigger re-runs the step (and what follows) when
 # one of them changes. The keys are exactly those that the stage's `params:` lists in dvc.yaml.
@@ -15,14 +16,22 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 
-def check_config_is_params_yaml(config, path="params.yaml"):
-    """Refuse --config / --configfile overrides: the step scripts would not see them."""
+def params_file(workflow):
+    """The params file the steps read: the last --configfile (a complete params file), else params.yaml."""
+    import os
+
+    given = list(workflow.overwrite_configfiles or [])
+    return os.path.relpath(given[-1]) if given else "params.yaml"
+
+
+def check_config_is_params_file(config, path):
+    """Refuse --config overrides and partial --configfile files: the step scripts would not see them."""
     with open(path, encoding="utf-8") as f:
         on_disk = yaml.safe_load(f)
     if config != on_disk:
         raise WorkflowError(
             f"the configuration differs from {path}, but every step reads {path} itself: "
-            f"drop --config/--configfile and change {path} instead "
+            f"drop --config and change {path} instead, or give a complete params file with --configfile "
             "(or try a value with: dvc exp run -S key=value)"
         )
 

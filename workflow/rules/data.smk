@@ -1,30 +1,33 @@
-# The datasets: the embedded synthetic benchmark, and one normalised ground-truth file per dataset.
-# Convention: every dataset lives under data/<name>/ (the real ones arrive with their download rules).
+# The datasets: fetch makes a dataset's raw files present under data/<name>/ (generated, downloaded
+# and checked against workflow/datasets.lock.json, or a local copy checked the same way); prepare
+# turns them into the normalised ground-truth file. Later steps depend on data/<name>/manifest.json,
+# which fetch rewrites only when what is on disk changed.
 
 
-rule synthetic:
+rule fetch:
     input:
-        script="workflow/scripts/make_synthetic.py",
+        script="workflow/scripts/fetch.py",
     output:
-        data=directory("data/synthetic"),
+        manifest="data/{dataset}/manifest.json",
     params:
-        tracked=tracked_params("seed", "datasets.synthetic.generator"),
+        tracked=tracked_params("seed", "datasets.{dataset}"),
     log:
-        "logs/synthetic/generate.log",
+        "logs/{dataset}/fetch.log",
     benchmark:
-        "benchmarks/out/synthetic/generate.tsv"
+        "benchmarks/out/{dataset}/fetch.tsv"
     conda:
         "../../envs/instance-search.yaml"
     message:
-        "Generating the synthetic benchmark in {output.data}"
+        "Fetching {wildcards.dataset} into data/{wildcards.dataset}"
     shell:
-        "python {input.script} --params params.yaml --out {output.data} --log {log}"
+        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
+        " --data data --lock workflow/datasets.lock.json --log {log}"
 
 
 rule prepare:
     input:
         script="workflow/scripts/prepare.py",
-        data="data/{dataset}",
+        data="data/{dataset}/manifest.json",
     output:
         gnd="results/{dataset}/gnd.json",
     params:
@@ -38,5 +41,5 @@ rule prepare:
     message:
         "Preparing the ground truth of {wildcards.dataset}"
     shell:
-        "python {input.script} --params params.yaml --dataset {wildcards.dataset}"
+        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
         " --out {output.gnd} --log {log}"

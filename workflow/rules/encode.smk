@@ -6,7 +6,7 @@ rule encode:
         script="workflow/scripts/encode.py",
         gnd="results/{dataset}/gnd.json",
         features="results/{dataset}/{method}/features",
-        codebook="results/{dataset}/{method}/codebook.npy",
+        codebook="results/{dataset}/{method}/codebook.npz",
     output:
         bow="results/{dataset}/{method}/bow.npz",
         assign="results/{dataset}/{method}/assign.npz",
@@ -21,6 +21,6 @@ rule encode:
     message:
         "Encoding {wildcards.dataset} with the {wildcards.method} codebook"
     shell:
-        "python {input.script} --params params.yaml --method {wildcards.method}"
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
         " --gnd {input.gnd} --features {input.features} --codebook {input.codebook}"
         " --bow {output.bow} --assign {output.assign} --log {log}"

@@ -1,4 +1,4 @@
-# Per-query and mean metrics of both rankings (dvc.yaml: the JSON is a metric, the CSV a plot).
+# Per-query and mean metrics of the three rankings (dvc.yaml: the JSON is a metric, the CSV a plot).
 
 
 rule evaluate:
@@ -7,6 +7,7 @@ rule evaluate:
         gnd="results/{dataset}/gnd.json",
         rank="results/{dataset}/{method}/{similarity}/rank.npz",
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
+        expand="results/{dataset}/{method}/{similarity}/expand.npz",
     output:
         metrics="results/metrics/{method}_{similarity}/{dataset}.json",
         per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
@@ -21,7 +22,7 @@ rule evaluate:
     message:
         "Evaluating {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params params.yaml --dataset {wildcards.dataset}"
+        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
         " --method {wildcards.method} --similarity {wildcards.similarity} --gnd {input.gnd}"
-        " --rank {input.rank} --rerank {input.rerank} --metrics {output.metrics}"
+        " --rank {input.rank} --rerank {input.rerank} --expand {input.expand} --metrics {output.metrics}"
         " --per-query {output.per_query} --log {log}"

@@ -5,7 +5,7 @@
 rule extract:
     input:
         script="workflow/scripts/extract.py",
-        data="data/{dataset}",  # the images themselves, listed in gnd.json
+        data="data/{dataset}/manifest.json",  # the images themselves, listed in gnd.json
         gnd="results/{dataset}/gnd.json",
     output:
         features=directory("results/{dataset}/{method}/features"),
@@ -22,5 +22,5 @@ rule extract:
     message:
         "Extracting {wildcards.method} features of {wildcards.dataset}"
     shell:
-        "python {input.script} --params params.yaml --dataset {wildcards.dataset}"
+        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
         " --method {wildcards.method} --gnd {input.gnd} --out {output.features} --log {log}"

@@ -23,7 +23,7 @@ rule tables:
     message:
         "Tabulating {wildcards.method} / {wildcards.similarity}"
     shell:
-        "python {input.script} --params params.yaml --method {wildcards.method}"
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
         " --similarity {wildcards.similarity}"
         " --metrics-dir results/metrics/{wildcards.method}_{wildcards.similarity}"
         " --md {output.md} --csv {output.csv} --log {log}"
@@ -32,7 +32,7 @@ rule tables:
 rule figures:
     input:
         script="workflow/scripts/figures.py",
-        data="data/{dataset}",  # the images shown, listed in gnd.json
+        data="data/{dataset}/manifest.json",  # the images shown, listed in gnd.json
         gnd="results/{dataset}/gnd.json",
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     output:
@@ -48,5 +48,5 @@ rule figures:
     message:
         "Drawing the top results of {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params params.yaml --gnd {input.gnd} --rerank {input.rerank}"
+        "python {input.script} --params {PARAMS} --gnd {input.gnd} --rerank {input.rerank}"
         " --out {output.png} --log {log}"

@@ -1,4 +1,4 @@
-# First-stage ranking of the whole database, then local re-ranking of its top results.
+# First-stage ranking of the whole database, local re-ranking of its top results, query expansion.
 
 
 rule rank:
@@ -20,7 +20,7 @@ rule rank:
     message:
         "Ranking {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params params.yaml --method {wildcards.method}"
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
         " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
         " --assign {input.assign} --out {output.rank} --log {log}"
 
@@ -45,6 +45,31 @@ rule rerank:
     message:
         "Re-ranking {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params params.yaml --method {wildcards.method}"
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
         " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
         " --assign {input.assign} --rank {input.rank} --out {output.rerank} --log {log}"
+
+
+rule expand:
+    input:
+        script="workflow/scripts/expand.py",
+        gnd="results/{dataset}/gnd.json",
+        bow="results/{dataset}/{method}/bow.npz",
+        assign="results/{dataset}/{method}/assign.npz",
+        rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
+    output:
+        expand="results/{dataset}/{method}/{similarity}/expand.npz",
+    params:
+        tracked=tracked_params("{method}.search", "{method}.expand"),
+    log:
+        "logs/{dataset}/{method}/{similarity}/expand.log",
+    benchmark:
+        "benchmarks/out/{dataset}/{method}/{similarity}/expand.tsv"
+    conda:
+        "../../envs/instance-search.yaml"
+    message:
+        "Query expansion on {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
+    shell:
+        "python {input.script} --params {PARAMS} --method {wildcards.method}"
+        " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
+        " --assign {input.assign} --rerank {input.rerank} --out {output.expand} --log {log}"

@@ -12,13 +12,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import cv2
 
 from .. import io
 from ..errors import InstanceSearchError
-from ..groundtruth import GroundTruth, Image, Query
+from ..groundtruth import GroundTruth, Image, Query, check_counts
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def scan_images(images_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list[Image]:
-    """Every ``*.jpg`` under ``images_dir`` (sorted by relative path) except the names in ``skip``."""
+def index_images(images_dir: str | os.PathLike, skip: Iterable[str] = ()) -> dict[str, Path]:
+    """``{name: path}`` of every ``*.jpg`` under ``images_dir`` (any depth, sorted by relative path), minus
+    the names in ``skip``; the name is the file stem and must be unique. Nothing is decoded yet."""
     root = Path(images_dir)
     if not root.is_dir():
         raise InstanceSearchError(f"{root}: image folder not found; download or generate the dataset first")
@@ -42,7 +43,7 @@ def scan_images(images_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list
     paths = sorted(root.rglob("*.jpg"), key=lambda p: p.relative_to(root).as_posix())
     kept = [p for p in paths if p.stem not in skip]
     if len(paths) != len(kept):
-        log.info("%s: left out %d known-corrupt images listed in the parameters", root, len(paths) - len(kept))
+        log.info("%s: left out %d known-corrupt images on purpose (skip list)", root, len(paths) - len(kept))
     if not kept:
         raise InstanceSearchError(f"{root}: no .jpg images found; check the dataset's images folder")
     seen: dict[str, Path] = {}
@@ -50,10 +51,22 @@ def scan_images(images_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list
         if p.stem in seen:
             raise InstanceSearchError(f"{p}: image name {p.stem} also used by {seen[p.stem]}; names must be unique")
         seen[p.stem] = p
+    return seen
+
+
+def describe_images(root: str | os.PathLike, named_paths: Iterable[tuple[str, Path]]) -> list[Image]:
+    """Decode each image (in parallel) for its size; the first unreadable one is a one-line error."""
+    root = Path(root)
+    named_paths = list(named_paths)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # OpenCV decodes without the GIL
-        sizes = list(pool.map(_image_size, kept))
-    return [Image(name=p.stem, path=p.relative_to(root).as_posix(), width=w, height=h)
-            for p, (w, h) in zip(kept, sizes)]
+        sizes = list(pool.map(_image_size, (p for _, p in named_paths)))
+    return [Image(name=name, path=p.relative_to(root).as_posix(), width=w, height=h)
+            for (name, p), (w, h) in zip(named_paths, sizes)]
+
+
+def scan_images(images_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list[Image]:
+    """Every ``*.jpg`` under ``images_dir`` (sorted by relative path) except the names in ``skip``."""
+    return describe_images(images_dir, index_images(images_dir, skip).items())
 
 
 def _parse_query_line(path: Path) -> tuple[str, tuple[float, float, float, float]]:
@@ -83,10 +96,10 @@ def _read_lines(path: Path) -> list[str]:
         raise InstanceSearchError(f"{path}: not a text file; restore the dataset's ground-truth folder") from None
 
 
-def _check_box(path: Path, box: tuple[float, ...], image: Image) -> tuple[float, float, float, float]:
+def clip_box(path: str | os.PathLike, box, image: Image) -> tuple[float, float, float, float]:
     """Clip an overshoot of up to BOX_TOLERANCE pixels; a box further out, or empty, is an error."""
     w, h, t = float(image.width), float(image.height), BOX_TOLERANCE
-    x1, y1, x2, y2 = box
+    x1, y1, x2, y2 = (float(v) for v in box)
     cx1, cy1, cx2, cy2 = min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)
     if min(x1, y1) < -t or x2 > w + t or y2 > h + t or not (cx1 < cx2 and cy1 < cy2):
         raise InstanceSearchError(
@@ -109,8 +122,12 @@ def _read_list(path: Path, index: dict[str, int], skip: set[str]) -> tuple[int, 
 
 
 def load_oxford(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathLike, *,
-                skip: Iterable[str] = ()) -> GroundTruth:
-    """Parse an Oxford-format dataset into the normalised ground truth (database = all its images)."""
+                skip: Iterable[str] = (), expect: Mapping[str, int] | None = None) -> GroundTruth:
+    """Parse an Oxford-format dataset into the normalised ground truth (database = all its images).
+
+    ``skip``: image names left out on purpose (known-corrupt files), from the lists as well.
+    ``expect``: published counts to check (:data:`groundtruth.COUNT_KEYS`); None checks nothing.
+    """
     skip = set(skip)
     images = scan_images(images_dir, skip)
     index = {im.name: i for i, im in enumerate(images)}
@@ -132,9 +149,10 @@ def load_oxford(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathL
             raise InstanceSearchError(
                 f"{gt_dir / (qname + '_good.txt')}: query {qname} has no positive image (its good and ok lists "
                 f"are empty); list its positives or remove the query")
-        queries.append(Query(name=qname, image=image, box=_check_box(qfile, box, images[image]), **lists))
+        queries.append(Query(name=qname, image=image, box=clip_box(qfile, box, images[image]), **lists))
     gnd = GroundTruth(dataset=name, root=Path(images_dir).as_posix(), images=images, n_database=len(images),
                       queries=queries)
     gnd.validate(str(gt_dir))
+    check_counts(gnd, expect, str(gt_dir))
     log.info("%s: %d images, %d queries", name, len(images), len(queries))
     return gnd

@@ -1,4 +1,10 @@
-"""The prepare step: turn a dataset named in params.yaml into the normalised ground-truth JSON."""
+"""The prepare step: turn a dataset named in params.yaml into the normalised ground-truth JSON.
+
+Every format reads ``images`` (the image folder) and ``groundtruth`` (a folder or file) from
+``datasets.<name>``, and optionally ``expect`` (published counts to check: images, database,
+queries; absent = not checked, so small fixtures and subsets work). Format-specific keys:
+``skip`` (oxford, paris), ``half`` (sculptures), ``box_format`` (instre).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,47 @@ from typing import Callable
 from .. import groundtruth
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
+from .instre import load_instre
 from .oxford import load_oxford
+from .paris import load_paris
+from .revisited import load_revisited
+from .sculptures import EVALUATED_HALF, load_sculptures
 from .ukbench import load_ukbench
 
 
 def _oxford(name: str, cfg: dict) -> GroundTruth:
-    return load_oxford(name, cfg["images"], cfg["groundtruth"], skip=cfg.get("skip", ()))
+    return load_oxford(name, cfg["images"], cfg["groundtruth"], skip=cfg.get("skip", ()), expect=cfg.get("expect"))
+
+
+def _paris(name: str, cfg: dict) -> GroundTruth:
+    return load_paris(name, cfg["images"], cfg["groundtruth"], skip=cfg.get("skip", ()), expect=cfg.get("expect"))
+
+
+def _sculptures(name: str, cfg: dict) -> GroundTruth:
+    return load_sculptures(name, cfg["images"], cfg["groundtruth"], half=cfg.get("half", EVALUATED_HALF),
+                           expect=cfg.get("expect"))
+
+
+def _instre(name: str, cfg: dict) -> GroundTruth:
+    return load_instre(name, cfg["images"], cfg["groundtruth"], box_format=cfg.get("box_format", "xywh"),
+                       expect=cfg.get("expect"))
+
+
+def _revisited(name: str, cfg: dict) -> GroundTruth:
+    return load_revisited(name, cfg["images"], cfg["groundtruth"], expect=cfg.get("expect"))
 
 
 def _ukbench(name: str, cfg: dict) -> GroundTruth:
-    return load_ukbench(name, cfg["images"], cfg["groundtruth"])
+    gnd = load_ukbench(name, cfg["images"], cfg["groundtruth"])
+    groundtruth.check_counts(gnd, cfg.get("expect"), str(cfg["groundtruth"]))
+    return gnd
 
 
 # One loader per on-disk format (params.yaml: datasets.<name>.format).
-LOADERS: dict[str, Callable[[str, dict], GroundTruth]] = {"oxford": _oxford, "ukbench": _ukbench}
+LOADERS: dict[str, Callable[[str, dict], GroundTruth]] = {
+    "oxford": _oxford, "paris": _paris, "sculptures": _sculptures, "instre": _instre,
+    "revisited": _revisited, "ukbench": _ukbench,
+}
 
 
 def prepare(params: dict, dataset: str, out_path: str | os.PathLike) -> GroundTruth:
@@ -33,6 +66,9 @@ def prepare(params: dict, dataset: str, out_path: str | os.PathLike) -> GroundTr
     if loader is None:
         raise InstanceSearchError(
             f"params.yaml: key datasets.{dataset}.format: unknown format {cfg.get('format')!r}; use one of {sorted(LOADERS)}")
+    for key in ("images", "groundtruth"):
+        if key not in cfg:
+            raise InstanceSearchError(f"params.yaml: key datasets.{dataset}.{key} missing; give the dataset's {key} path")
     gnd = loader(dataset, cfg)
     groundtruth.save(gnd, out_path)
     return gnd

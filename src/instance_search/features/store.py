@@ -30,8 +30,10 @@ from ..io import load_npz, read_json, replace_dir, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
-# extract(i) -> (xy float32 (n, 2), desc (n, D)) for image i of the list
+# extract(i) -> (xy float32 (n, 2), desc (n, D)) for image i of the list; or, batched,
+# extract(range of images) -> a list of those pairs (a CNN runs whole batches at once)
 ExtractFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
+BatchExtractFn = Callable[[range], list[tuple[np.ndarray, np.ndarray]]]
 
 
 def _shard_name(s: int) -> str:
@@ -42,12 +44,13 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn, *,
-                shard_size: int, config: dict, desc: str = "extract", workers: int = 1) -> None:
+def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | BatchExtractFn, *,
+                shard_size: int, config: dict, desc: str = "extract", workers: int = 1, batched: bool = False) -> None:
     """Extract features of images 0..n_images-1 into a sharded store at ``out_dir``.
 
-    ``workers`` threads extract the images of a shard concurrently (OpenCV and torch release the
-    GIL); the result does not depend on their number.
+    Per-image ``extract``: ``workers`` threads extract the images of a shard concurrently (OpenCV
+    releases the GIL); the result does not depend on their number. ``batched``: ``extract`` gets a
+    whole shard's range of images and schedules them itself.
     """
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -69,8 +72,11 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn, *
             path = partial / _shard_name(s)
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if not path.is_file():
-                with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                    xys, descs = zip(*pool.map(extract, range(lo, hi)))
+                if batched:
+                    xys, descs = zip(*extract(range(lo, hi)))
+                else:
+                    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                        xys, descs = zip(*pool.map(extract, range(lo, hi)))
                 counts = np.array([len(x) for x in xys], dtype=np.int64)
                 save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
                          desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))

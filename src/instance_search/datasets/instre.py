@@ -1,0 +1,126 @@
+"""Adapter for INSTRE (Wang & Jiang 2015) under the retrieval protocol of Iscen et al. (CVPR 2017).
+
+The protocol's ground truth is one MATLAB file, ``gnd_instre.mat``, in the revisitop style::
+
+    imlist   1 x 27,293 cell   database image paths relative to the INSTRE folder
+                                ("INSTRE-S1/01a_canada_book/001.jpg", ...)
+    qimlist  1 x 1,250 cell    query image paths (images of the same tree, not in the database)
+    gnd      1 x 1,250 struct  per query: ok  = its positives, 1-based indices into imlist (MATLAB)
+                                             bbx = the query box [x, y, w, h]
+
+There is no junk class. 27,293 + 1,250 = 28,543 images, all of INSTRE-S1, -S2 and -M. The database
+images come first in the normalised file and the query images after them (``n_database``).
+
+Box convention. reference.md and the protocol's users that convert the box take ``bbx`` as
+[x, y, w, h]; one public loader says it is [x1, y1, x2, y2]. ``box_format`` (params
+``datasets.<name>.box_format``) chooses; a box that then falls outside its image is an error that
+names this key, so the wrong convention cannot pass silently on the real file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import scipy.io
+
+from ..errors import InstanceSearchError
+from ..groundtruth import GroundTruth, Query, check_counts, check_expected
+from .oxford import clip_box, describe_images
+
+log = logging.getLogger(__name__)
+
+BOX_FORMATS = ("xywh", "xyxy")
+
+
+def _read_mat(path: Path) -> dict:
+    if not path.is_file():
+        raise InstanceSearchError(f"{path}: ground-truth file not found; download gnd_instre.mat to this path")
+    try:
+        # simplify_cells: cells -> arrays/lists of str, structs -> dicts (one-element ones are squeezed).
+        return scipy.io.loadmat(str(path), simplify_cells=True)
+    except Exception as exc:  # scipy raises ValueError, MatReadError, TypeError... for a non-.mat file
+        raise InstanceSearchError(f"{path}: not a readable MATLAB file ({type(exc).__name__}); download it again") from None
+
+
+def _as_list(value) -> list:
+    """A MATLAB 1 x n array/cell read with squeezing: one element comes back bare, n as array or list."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return list(value.reshape(-1)) if value.ndim else [value.item()]
+    return [value]
+
+
+def _paths(mat: dict, key: str, path: Path) -> list[str]:
+    if key not in mat:
+        raise InstanceSearchError(f"{path}: key {key} missing; expected the revisitop-style imlist, qimlist, gnd")
+    items = _as_list(mat[key])
+    if not items or not all(isinstance(p, str) and p for p in items):
+        raise InstanceSearchError(f"{path}: {key} must be a non-empty cell array of image paths")
+    return items
+
+
+def _indices(value, n: int, path: Path, where: str) -> tuple[int, ...]:
+    ids = np.atleast_1d(np.asarray(value, dtype=np.float64)).reshape(-1)
+    if ids.size and (not np.all(np.isfinite(ids)) or np.any(ids != np.round(ids))):
+        raise InstanceSearchError(f"{path}: {where}: positives must be whole numbers (1-based image indices)")
+    bad = ids[(ids < 1) | (ids > n)]
+    if bad.size:
+        raise InstanceSearchError(
+            f"{path}: {where}: index {int(bad[0])} is not an imlist entry (1..{n}; MATLAB indices are 1-based)")
+    return tuple(sorted(set(int(i) - 1 for i in ids)))
+
+
+def _box(value, box_format: str, path: Path, where: str) -> tuple[float, float, float, float]:
+    b = np.asarray(value, dtype=np.float64).reshape(-1)
+    if b.size != 4:
+        raise InstanceSearchError(f"{path}: {where}: bbx has {b.size} numbers, expected 4")
+    if box_format == "xywh":
+        return float(b[0]), float(b[1]), float(b[0] + b[2]), float(b[1] + b[3])
+    return tuple(float(v) for v in b)
+
+
+def load_instre(name: str, images_dir: str | os.PathLike, gnd_mat: str | os.PathLike, *,
+                box_format: str = "xywh", expect: Mapping[str, int] | None = None) -> GroundTruth:
+    """INSTRE into the normalised ground truth: database = imlist, then the query-only images."""
+    if box_format not in BOX_FORMATS:
+        raise InstanceSearchError(f"params.yaml: key datasets.{name}.box_format: {box_format!r} is not one of {list(BOX_FORMATS)}")
+    root, path = Path(images_dir), Path(gnd_mat)
+    mat = _read_mat(path)
+    imlist, qimlist = _paths(mat, "imlist", path), _paths(mat, "qimlist", path)
+    if "gnd" not in mat:
+        raise InstanceSearchError(f"{path}: key gnd missing; expected the revisitop-style imlist, qimlist, gnd")
+    gnd = _as_list(mat["gnd"])
+    if len(gnd) != len(qimlist) or not all(isinstance(g, dict) and {"ok", "bbx"} <= set(g) for g in gnd):
+        raise InstanceSearchError(
+            f"{path}: gnd must be a struct array with fields ok and bbx, one per qimlist entry ({len(qimlist)})")
+    # Check the counts before decoding ~28k images: a mismatch is a wrong file, found in a second.
+    check_expected({"images": len(imlist) + len(qimlist), "database": len(imlist), "queries": len(qimlist)},
+                   expect, str(path), name)
+    if not root.is_dir():
+        raise InstanceSearchError(f"{root}: image folder not found; download and unpack INSTRE first")
+    missing = [p for p in (*imlist, *qimlist) if not (root / p).is_file()]
+    if missing:
+        raise InstanceSearchError(
+            f"{path}: image {missing[0]} not found under {root} ({len(missing)} missing); unpack INSTRE there")
+    # Names keep the folder (INSTRE file names repeat across classes: 001.jpg, ...).
+    images = describe_images(root, ((str(Path(p).with_suffix("")), root / p) for p in (*imlist, *qimlist)))
+    n = len(imlist)
+    queries = []
+    for i, (qpath, g) in enumerate(zip(qimlist, gnd)):
+        where = f"query {i + 1} ({qpath})"
+        image = images[n + i]
+        try:
+            box = clip_box(path, _box(g["bbx"], box_format, path, where), image)
+        except InstanceSearchError as exc:
+            raise InstanceSearchError(f"{exc} ({where}; if every box fails, check datasets.{name}.box_format)") from None
+        queries.append(Query(name=image.name, image=n + i, box=box, good=_indices(g["ok"], n, path, where)))
+    result = GroundTruth(dataset=name, root=root.as_posix(), images=images, n_database=n, queries=queries)
+    result.validate(str(path))
+    check_counts(result, expect, str(path))
+    log.info("%s: %d database images, %d query images and queries", name, n, len(queries))
+    return result
