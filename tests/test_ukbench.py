@@ -39,3 +39,15 @@ def test_missing_or_empty_groundtruth_is_an_error(tmp_path):
         load_ukbench("uk", jpg, csv)
     with pytest.raises(InstanceSearchError, match="not found"):
         load_ukbench("uk", jpg, tmp_path / "nope.csv")
+
+
+def test_groups_from_file_numbers(tmp_path):
+    import cv2
+    import numpy as np
+
+    from instance_search.datasets.ukbench import load_ukbench
+
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / f"ukbench{i:05d}.jpg"), np.full((8, 8, 3), i * 20, np.uint8))
+    gnd = load_ukbench("ukbench", tmp_path, "by-name")
+    assert [q.good for q in gnd.queries[:5]] == [(0, 1, 2, 3)] * 4 + [(4, 5, 6, 7)]

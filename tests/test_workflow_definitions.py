@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -180,6 +181,41 @@ def test_snakemake_dry_run_lists_every_step(tmp_path, params):
     assert counts == expected_counts(params)
     written = {p for p in tree(root) - before if not p.startswith(".snakemake")}
     assert not written, f"a dry run wrote into the working tree: {sorted(written)}"
+
+
+FULL_DATASETS = {"oxford5k", "paris6k", "roxford5k", "rparis6k", "instre", "sculptures6k"}  # + ukbench
+
+
+def test_full_profile_lists_every_dataset_and_its_gpu_steps(tmp_path):
+    full = yaml.safe_load((REPO / "params-full.yaml").read_text(encoding="utf-8"))
+    from instance_search.config import load_params
+
+    load_params(REPO / "params-full.yaml", REPO / "workflow/schemas/params.schema.json")  # a valid, complete file
+    assert FULL_DATASETS <= set(full["run"]["datasets"])
+    assert full["blcf"]["extract"]["backbone"] == "vgg16"
+    root = copy_workflow(tmp_path / "repo")
+    proc = snakemake("-n", "--profile", "workflow/profiles/full", cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert {rule: int(n) for rule, n in stats.items() if rule not in ("all", "total")} == expected_counts(full)
+    for d in full["run"]["datasets"]:
+        assert f"--dataset {d} --data data" in out and f"Extracting blcf features of {d} (gpu=1)" in out, d
+        assert f"Extracting sift features of {d} (gpu=0)" in out, d
+    commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]  # rule all: None
+    assert commands and all("--params params-full.yaml" in c for c in commands)
+
+
+def test_dvc_dag_of_the_full_params_has_every_dataset(tmp_path):
+    root = copy_workflow(tmp_path / "repo")
+    shutil.copy(REPO / "params-full.yaml", root / "params.yaml")  # DVC reads params.yaml: the documented swap
+    assert dvc("init", "--no-scm", "--quiet", cwd=root).returncode == 0
+    proc = dvc("dag", "--full", "--md", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for d in FULL_DATASETS:
+        for stage in (f"fetch@{d}", f"prepare@{d}", f"extract@{d}-blcf", f"expand@{d}-blcf-cosine",
+                      f"evaluate@{d}-sift-weighted_cosine"):
+            assert stage in proc.stdout, stage
 
 
 def test_dvc_stages_are_the_snakemake_jobs(jobs, stages):

@@ -20,7 +20,7 @@ rule extract:
     conda:
         "../../envs/instance-search.yaml"
     message:
-        "Extracting {wildcards.method} features of {wildcards.dataset}"
+        "Extracting {wildcards.method} features of {wildcards.dataset} (gpu={resources.gpu})"
     shell:
         "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
         " --method {wildcards.method} --gnd {input.gnd} --out {output.features} --log {log}"

@@ -1,6 +1,7 @@
 """Adapter for UKBench (Nister & Stewenius 2006): groups of 4 views of one object, no boxes.
 
-On disk: a folder of ``ukbenchNNNNN.jpg`` and a CSV ``image,object``. Every image is a query whose
+On disk: a folder of ``ukbenchNNNNN.jpg`` and a CSV ``image,object``; or ``groundtruth: by-name`` for
+the full release, whose groups are the file numbers divided by 4 (00000-00003 ...). Every image is a query whose
 box is the whole image, the database is every image (the query included), and the positives are
 the 4 images of its group (itself included), so the N-S score is the mean number of them in the
 top 4.
@@ -17,6 +18,7 @@ from ..groundtruth import GroundTruth, Query
 from .oxford import scan_images
 
 GROUP = 4
+BY_NAME = "by-name"  # groundtruth value: groups from the file numbers (the full 10,200-image release)
 
 
 def _read_groups(path: Path) -> dict[str, str]:
@@ -34,7 +36,13 @@ def _read_groups(path: Path) -> dict[str, str]:
 
 def load_ukbench(name: str, images_dir: str | os.PathLike, groundtruth_csv: str | os.PathLike) -> GroundTruth:
     images = scan_images(images_dir)
-    groups = _read_groups(Path(groundtruth_csv))
+    if str(groundtruth_csv) == BY_NAME:
+        try:
+            groups = {im.name: str(int(im.name.removeprefix("ukbench")) // GROUP) for im in images}
+        except ValueError:
+            raise InstanceSearchError(f"{images_dir}: image names are not ukbenchNNNNN; give a groundtruth CSV") from None
+    else:
+        groups = _read_groups(Path(groundtruth_csv))
     missing = [im.name for im in images if im.name not in groups]
     if missing:
         raise InstanceSearchError(f"{groundtruth_csv}: no object for image {missing[0]} ({len(missing)} missing)")
