@@ -1,7 +1,9 @@
 """Average query expansion (Chum et al. 2007) over the top k of a ranking, global or local.
 
 The expanded query is the mean of the L2-normalised query vector and the L2-normalised vectors of
-its top k results, then used for a new search of the whole database with the same similarity:
+its top k results (of the re-ranked list); it then re-scores the same top N as the re-ranking, by
+each image's best window (stages.expand), so spatial verification is kept. (A new global search
+with the expanded query lost to plain re-ranking on the embedded benchmark: it discards the windows.)
 
 - GQE: each result contributes its whole-image BoW vector;
 - LQE: each result contributes the BoW vector of its best re-ranking window (BLCF paper), so clutter
@@ -67,3 +69,4 @@ def neighbour_vectors(mode: str, k: int, ranks: np.ndarray, d: sp.csr_matrix, *,
         raise InstanceSearchError(f"expand.mode=lqe needs the best windows of the top {k} results but re-ranking "
                                   f"kept {have}; raise rerank.top to at least expand.top or use gqe")
     return [window_vectors(maps, ranks[j, :k], boxes[j, :k], idf) for j in range(len(ranks))]
+

@@ -136,19 +136,28 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
 
 def expand(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str, assign_path: str,
            rerank_path: str, out: str) -> None:
-    """Query expansion over the top of the re-ranked list (``expand.mode: off`` passes it through)."""
+    """Query expansion (expand.mode: off, gqe, lqe) over the top of the re-ranked list.
+
+    The expanded query re-scores the re-ranked top N (rerank.top) by their best windows, as the
+    re-ranking did with the plain query; the rest keep their order. ``off`` passes the list through.
+    """
     p = _method_params(params, method)
-    e = p["expand"]
+    e, r = p["expand"], p["rerank"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
     prev = search.load_ranking(rerank_path, gnd, required=("ranks", "scores", "boxes"))
     if e["mode"] == "off":
-        save_npz(out, ranks=prev["ranks"], scores=prev["scores"])
+        save_npz(out, ranks=prev["ranks"], scores=prev["scores"], boxes=prev["boxes"])
         return
+    if r["top"] == 0:
+        raise InstanceSearchError(f"{method}.expand.mode={e['mode']} re-scores the re-ranked top results, but "
+                                  f"{method}.rerank.top is 0; raise it or set expand.mode: off")
     fallback = methods.get(method).box_fallback
     q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["search"]["query"], fallback), idf)
     d = search.weighted(counts[:gnd.n_database], idf)
     nb = expand_mod.neighbour_vectors(e["mode"], e["top"], prev["ranks"], d, maps=maps, boxes=prev["boxes"], idf=idf)
-    scores = search.similarity(expand_mod.expand(q, nb), d, similarity, p["search"]["weight_absent"])
-    ranks, ranked = search.rank(scores)
-    save_npz(out, ranks=ranks, scores=ranked)
+    ranks, scores, boxes = rerank_mod.rerank(
+        prev["ranks"], prev["scores"], expand_mod.expand(q, nb), maps.image, idf,
+        top=r["top"], cell=r["cell"], scales=r["scales"], aspect_ratios=r["aspect_ratios"], stride=r["stride"],
+        similarity=similarity, alpha=p["search"]["weight_absent"])
+    save_npz(out, ranks=ranks.astype(np.int32), scores=scores.astype(np.float32), boxes=boxes)
     log.info("expanded %d queries with their top %d (%s, %s)", len(gnd.queries), e["top"], e["mode"], similarity)

@@ -60,7 +60,7 @@ rule expand:
     output:
         expand="results/{dataset}/{method}/{similarity}/expand.npz",
     params:
-        tracked=tracked_params("{method}.search", "{method}.expand"),
+        tracked=tracked_params("{method}.search", "{method}.rerank", "{method}.expand"),
     log:
         "logs/{dataset}/{method}/{similarity}/expand.log",
     benchmark:

@@ -1,0 +1,173 @@
+"""Latency of one interactive query: from the HTTP request to the JSON answer, split into feature
+extraction, first-stage ranking and window re-ranking, with each index loaded once at start-up.
+
+Indexes: the embedded benchmark's (``results/synthetic/sift``, from ``make demo``) and ukbench500's
+(500 real photos of ../shared/data/ukbench-500). A ukbench500 index that the pipeline has not built
+(``results/ukbench500/<method>``) is built once by the pipeline's step functions into
+``benchmarks/out/query_latency/`` and reused. Queries: the datasets' own (image + box; UKBench's box
+is the whole image), sent through the web app's API (Flask's test client: no network in the way).
+Run from the repository root:
+
+    python benchmarks/query_latency.py                         # sift on both datasets
+    python benchmarks/query_latency.py --methods sift blcf     # also blcf (mobilenet_v2) on ukbench500
+    python benchmarks/query_latency.py --index results/oxford5k/sift --queries 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from instance_search import stages
+from instance_search.datasets.prepare import prepare
+from instance_search.index import load_index
+from instance_search.web.app import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500"
+CACHE = REPO / "benchmarks" / "out" / "query_latency"
+PARTS = ("extract", "rank", "rerank", "answer")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    import cv2
+    import torch
+
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+            f"python {platform.python_version()}, numpy {np.__version__}, opencv {cv2.__version__}, "
+            f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'no GPU'})")
+
+
+def ukbench_index(method: str, params_file: Path) -> Path:
+    """results/ukbench500/<method> if the pipeline built it, else one built here once (minutes)."""
+    built = REPO / "results" / "ukbench500" / method
+    if (built / "assign.npz").is_file():
+        return built
+    out = CACHE / "ukbench500"
+    index = out / method
+    if (index / "assign.npz").is_file():
+        return index
+    if not (UKBENCH / "jpg").is_dir():
+        raise SystemExit(f"{UKBENCH}: missing; the ukbench500 index needs ../shared/data/ukbench-500")
+    params = yaml.safe_load(params_file.read_text())
+    cfg = params["datasets"]["ukbench500"]
+    cfg["images"], cfg["groundtruth"] = str(UKBENCH / "jpg"), str(UKBENCH / "groundtruth.csv")
+    gnd = out / "gnd.json"
+    print(f"building the ukbench500 {method} index in {index} (once) ...", flush=True)
+    start = time.perf_counter()
+    if not gnd.is_file():
+        prepare(params, "ukbench500", gnd)
+    stages.extract(params, method, gnd, index / "features")
+    stages.train_codebook(params, method, index / "features", gnd, index / "codebook.npz")
+    stages.encode(params, method, gnd, index / "features", index / "codebook.npz", index / "bow.npz",
+                  index / "assign.npz")
+    print(f"  built in {time.perf_counter() - start:.0f} s", flush=True)
+    return index
+
+
+def measure(index_dir: Path, params_file: Path, n_queries: int, similarity: str, torch_threads: int = 0) -> dict:
+    start = time.perf_counter()
+    index = load_index(index_dir, params_file)
+    load_s = time.perf_counter() - start
+    import torch
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    client = create_app([index]).test_client()  # its (unused) upload folder is a temporary one
+    queries = index.gnd.queries
+    picked = [queries[round(k)] for k in np.linspace(0, len(queries) - 1, min(n_queries, len(queries)))]
+    rows, first = [], None
+    for k, q in enumerate([picked[0]] + picked):  # the first run warms caches (faiss, torch, OpenCV) and is kept apart
+        t0 = time.perf_counter()
+        r = client.post("/api/query", json={"image": {"id": q.image}, "box": list(q.box), "similarity": similarity,
+                                            "top": 20})
+        total = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise SystemExit(f"{index_dir}: query {q.name} failed: {r.get_json()}")
+        t = r.get_json()["timings"]
+        row = {"extract": t["extract"], "rank": t["rank"], "rerank": t["rerank"],
+               "answer": total - t["extract"] - t["rank"] - t["rerank"], "total": total,
+               "reranked": r.get_json()["reranked"]}
+        if k == 0:
+            first = row
+        else:
+            rows.append(row)
+    return {"index": str(index_dir), "name": index.name, "n_database": index.n_database,
+            "vocabulary": index.vocabulary, "features": int(len(index.maps.words)), "load_s": load_s,
+            "similarity": similarity, "torch_threads": torch.get_num_threads(), "queries": len(rows), "reranked": rows[0]["reranked"], "first_query": first,
+            "rows": rows}
+
+
+def summary(result: dict) -> list[str]:
+    def stat(key: str) -> str:
+        v = sorted(r[key] for r in result["rows"])
+        p90 = v[min(len(v) - 1, int(np.ceil(0.9 * len(v))) - 1)]
+        return f"{statistics.median(v) * 1e3:7.0f} {p90 * 1e3:7.0f} {v[-1] * 1e3:7.0f}"
+
+    lines = [f"{result['name']} ({result['index']}): {result['n_database']} images, {result['features']:,} "
+             f"features, {result['vocabulary']} words; index loaded in {result['load_s']:.2f} s; "
+             f"{result['queries']} queries, {result['similarity']}, top {result['reranked']} re-ranked, "
+             f"{result['torch_threads']} torch threads; "
+             f"first query {result['first_query']['total'] * 1e3:.0f} ms",
+             f"  {'ms':<10} {'median':>7} {'p90':>7} {'max':>7}"]
+    lines += [f"  {key:<10} {stat(key)}" for key in PARTS + ("total",)]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", action="append", default=None,
+                    help="an index folder (repeat); default: results/synthetic/sift and ukbench500 of --methods")
+    ap.add_argument("--methods", nargs="+", default=["sift"], help="ukbench500 indexes to measure (sift, blcf)")
+    ap.add_argument("--queries", type=int, default=20, help="queries per index (default 20)")
+    ap.add_argument("--similarity", default="cosine", choices=["cosine", "weighted_cosine"])
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch threads for CNN features (default: as loading the index sets them: half the cores)")
+    ap.add_argument("--json", default=None, help="also write the measurements here")
+    args = ap.parse_args()
+    params_file = Path(args.params)
+
+    indexes = [Path(p) for p in args.index] if args.index else []
+    if not args.index:
+        demo = REPO / "results" / "synthetic" / "sift"
+        if (demo / "assign.npz").is_file():
+            indexes.append(demo)
+        else:
+            print(f"{demo}: not built (make demo); skipped")
+        indexes += [ukbench_index(m, params_file) for m in args.methods]
+
+    print(f"machine: {machine()}")
+    # other work on the machine slows every step (and torch's threads the most): say how busy it was
+    print("load average at start: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
+    results = []
+    for index_dir in indexes:
+        result = measure(index_dir, params_file, args.queries, args.similarity, args.torch_threads)
+        result["load_average"] = os.getloadavg()[0]
+        results.append(result)
+        print("\n".join(summary(result)) + f"\n  load average after: {result['load_average']:.1f}", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
