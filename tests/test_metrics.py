@@ -143,3 +143,19 @@ def test_ns_score():
     # top 4 of 3 0 7 1 2 hold positives 3, 0, 1 -> 3
     assert metrics.ns_score([3, 0, 7, 1, 2], [0, 1, 2, 3]) == 3
     assert metrics.ns_score([0, 1, 2, 3], [0, 1, 2, 3]) == 4
+
+
+def test_interpolated_precision_recall_by_hand():
+    from instance_search.evaluate import interpolated_pr
+    from instance_search.groundtruth import GroundTruth, Image, Query
+
+    images = [Image(f"i{k}", f"i{k}.jpg", 10, 10) for k in range(5)]
+    gnd = GroundTruth("t", ".", images, 5, [Query("q", 0, (0, 0, 5, 5), good=(1, 3))])
+    # ranking 0 1 2 3 4: hits at positions 2 and 4 -> (recall, precision) (0.5, 1/2), (1, 1/2)
+    # junk-free (0 is not junk here): precision 0, 1/2, 1/3, 1/2, 2/5; recall 0, .5, .5, 1, 1
+    curve = interpolated_pr(gnd, np.array([[0, 1, 2, 3, 4]]))
+    np.testing.assert_allclose(curve, [0.5] * 11)
+    curve = interpolated_pr(gnd, np.array([[1, 3, 0, 2, 4]]))  # both first: precision 1 everywhere
+    np.testing.assert_allclose(curve, [1.0] * 11)
+    curve = interpolated_pr(gnd, np.array([[1, 0, 2, 4, 3]]))  # 1 at top (P 1, R .5), 3 last (P 2/5, R 1)
+    np.testing.assert_allclose(curve, [1.0] * 6 + [0.4] * 5)

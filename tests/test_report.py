@@ -59,7 +59,7 @@ def rank_files(tmp_path):
 
 def _evaluate(tmp_path, gnd_path, rank_files, dataset="oxford5k", similarity="cosine", tag="a"):
     out = tmp_path / tag
-    # query expansion: here the re-ranked list again (expand.mode off passes it through)
+    # query expansion: here the re-ranked list again (expand.mode none passes it through)
     write_evaluation(gnd_path, dict(zip(("first_stage", "rerank", "expand"), (*rank_files, rank_files[1]))),
                      out / f"{dataset}.json",
                      out / f"{dataset}.csv", PARAMS, dataset, "sift", similarity)

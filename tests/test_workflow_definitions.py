@@ -276,8 +276,12 @@ def test_metrics_and_plots_for_dvc(stages):
     assert evaluate
     for stage in evaluate:
         assert len(stage["metrics"]) == 1 and stage["metrics"][0].endswith(".json")
-        assert len(stage["plots"]) == 1 and stage["plots"][0].endswith(".csv")
-        assert sorted(stage["uncached"]) == sorted(stage["metrics"] + stage["plots"])
+        csvs = [o for o in stage["outs"] if o.endswith(".csv")]
+        assert sorted(o.split("/")[1] for o in csvs) == ["per_query", "pr"]
+        assert sorted(stage["uncached"]) == sorted(stage["metrics"] + csvs)
+    # the top-level plots draw those folders: per-query AP bars and precision-recall curves
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["plots"]
+    assert {next(iter(p)) for p in plots} == {"results/per_query", "results/pr"}
 
 
 def test_rule_conventions(jobs):

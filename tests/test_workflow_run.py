@@ -22,10 +22,11 @@ pytestmark = pytest.mark.workflow
 
 RUN_TIMEOUT = 600
 
-# The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, a 64-word codebook.
+# The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, 64-word (sift) and 32-word
+# (blcf, the offline MobileNetV2 at the images' own size) codebooks.
 TINY = {
     "run.datasets": ["synthetic"],
-    "run.methods": ["sift"],
+    "run.methods": ["sift", "blcf"],
     "run.similarities": ["cosine", "weighted_cosine"],
     "datasets.synthetic.generator.objects": 3,
     "datasets.synthetic.generator.views": 4,
@@ -34,6 +35,9 @@ TINY = {
     "datasets.synthetic.generator.height": 240,
     CODEBOOK_SIZE: 64,
     "sift.codebook.sample": 20000,
+    "blcf.extract.max_side": 320,
+    "blcf.codebook.words": 32,
+    "blcf.codebook.pca_dim": 64,
     "figures.queries": 2,
     "figures.top": 3,
 }
@@ -72,10 +76,10 @@ def digests(root: Path) -> dict[str, str]:
 
 
 def expected_results() -> set[str]:
-    sims = TINY["run.similarities"]
-    return ({f"results/tables/sift_{s}.{ext}" for s in sims for ext in ("md", "csv")}
-            | {f"results/metrics/sift_{s}/synthetic.json" for s in sims}
-            | {f"results/per_query/sift_{s}/synthetic.csv" for s in sims})
+    sims, methods = TINY["run.similarities"], TINY["run.methods"]
+    return ({f"results/tables/{m}_{s}.{ext}" for m in methods for s in sims for ext in ("md", "csv")}
+            | {f"results/metrics/{m}_{s}/synthetic.json" for m in methods for s in sims}
+            | {f"results/per_query/{m}_{s}/synthetic.csv" for m in methods for s in sims})
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -88,8 +92,13 @@ def test_snakemake_twice_from_scratch_gives_identical_results(tiny_repo):
     assert proc.returncode == 0, tail(proc)
     first = digests(root)
     assert set(first) == expected_results()
-    for s in TINY["run.similarities"]:
-        assert (root / f"results/figures/synthetic_sift_{s}.png").stat().st_size > 0
+    for m in TINY["run.methods"]:
+        for s in TINY["run.similarities"]:
+            assert (root / f"results/figures/synthetic_{m}_{s}.png").stat().st_size > 0
+    proc = workflow_tools.snakemake("--report", "results/report.html", cwd=root)
+    assert proc.returncode == 0, tail(proc)
+    html = (root / "results/report.html").read_text(encoding="utf-8", errors="replace")
+    assert "Tables" in html and "Figures" in html and "blcf_cosine.csv" in html
     for folder in ("results", "logs", "data", "benchmarks", ".snakemake"):
         shutil.rmtree(root / folder, ignore_errors=True)
 

@@ -14,7 +14,10 @@ Outputs of :func:`write_evaluation`:
   Medium protocol), so every metrics file has the same top-level keys;
 - ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg,ns4``, one row per stage (in the
   order given) and query in ground-truth order, floats written as ``%.6f``. A dataset with protocols has a
-  ``protocol`` column after ``stage`` and one row per stage, protocol and query instead.
+  ``protocol`` column after ``stage`` and one row per stage, protocol and query instead;
+- ``pr.csv`` (optional, for ``dvc plots``): ``stage,recall,precision``, the 11-point interpolated
+  precision-recall curve (precision at recall r = the best precision at any recall >= r), averaged
+  over the queries' own labels.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
 STAGES = ("first_stage", "rerank")  # the stages every method has; callers may add more (query expansion)
 FLOAT_FORMAT = "%.6f"
+RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
 
 
 def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_max_hits: int) -> dict:
@@ -74,10 +78,25 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
+def interpolated_pr(gnd: GroundTruth, ranks: np.ndarray, levels: np.ndarray = RECALL_LEVELS) -> np.ndarray:
+    """Mean over queries (with a positive) of the interpolated precision at each recall level."""
+    curves = []
+    for i, q in enumerate(gnd.queries):
+        if not q.positives:
+            continue
+        precision, recall = metrics.precision_recall(ranks[i], q.positives, q.junk)
+        # best precision at any recall >= r: a running maximum from the end of the ranking
+        best = np.maximum.accumulate(precision[::-1])[::-1]
+        at = np.searchsorted(recall, levels, side="left")
+        curves.append(np.where(at < len(best), best[np.minimum(at, len(best) - 1)], 0.0))
+    return np.mean(curves, axis=0) if curves else np.zeros(len(levels))
+
+
 def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metrics_path, per_query_path,
-                     params: dict, dataset: str, method: str, similarity: str) -> dict:
+                     params: dict, dataset: str, method: str, similarity: str, pr_path=None) -> dict:
     """Evaluate each ranking of ``rankings`` (stage name -> rank file, in stage order: first_stage,
-    rerank, ...); write the JSON summary and the per-query CSV. Returns the summary written.
+    rerank, ...); write the JSON summary, the per-query CSV and, if ``pr_path`` is given, the
+    precision-recall curves. Returns the summary written.
     """
     gnd = groundtruth.load(gnd_path)
     settings = params["evaluate"]
@@ -102,5 +121,10 @@ def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metric
         per_query = per_query[["stage", "query", *METRIC_COLUMNS]]
     with atomic_path(per_query_path) as tmp:
         per_query.to_csv(tmp, index=False, float_format=FLOAT_FORMAT, lineterminator="\n", na_rep="")
+    if pr_path is not None:
+        pr = pd.concat([pd.DataFrame({"stage": stage, "recall": RECALL_LEVELS, "precision": interpolated_pr(gnd, r)})
+                        for stage, r in ranks.items()], ignore_index=True)
+        with atomic_path(pr_path) as tmp:
+            pr.to_csv(tmp, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     write_json(metrics_path, summary)
     return summary

@@ -19,7 +19,7 @@ from .bow import AssignmentMaps
 from .errors import InstanceSearchError
 from .search import box_mask
 
-MODES = ("off", "gqe", "lqe")
+MODES = ("none", "gqe", "lqe")  # not "off": YAML 1.1 writers (dvc exp run -S) turn it into false
 
 
 def _unit_rows(m: sp.csr_matrix) -> sp.csr_matrix:

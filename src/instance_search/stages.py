@@ -136,21 +136,21 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
 
 def expand(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str, assign_path: str,
            rerank_path: str, out: str) -> None:
-    """Query expansion (expand.mode: off, gqe, lqe) over the top of the re-ranked list.
+    """Query expansion (expand.mode: none, gqe, lqe) over the top of the re-ranked list.
 
     The expanded query re-scores the re-ranked top N (rerank.top) by their best windows, as the
-    re-ranking did with the plain query; the rest keep their order. ``off`` passes the list through.
+    re-ranking did with the plain query; the rest keep their order. ``none`` passes the list through.
     """
     p = _method_params(params, method)
     e, r = p["expand"], p["rerank"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
     prev = search.load_ranking(rerank_path, gnd, required=("ranks", "scores", "boxes"))
-    if e["mode"] == "off":
+    if e["mode"] == "none":
         save_npz(out, ranks=prev["ranks"], scores=prev["scores"], boxes=prev["boxes"])
         return
     if r["top"] == 0:
         raise InstanceSearchError(f"{method}.expand.mode={e['mode']} re-scores the re-ranked top results, but "
-                                  f"{method}.rerank.top is 0; raise it or set expand.mode: off")
+                                  f"{method}.rerank.top is 0; raise it or set expand.mode: none")
     fallback = methods.get(method).box_fallback
     q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["search"]["query"], fallback), idf)
     d = search.weighted(counts[:gnd.n_database], idf)

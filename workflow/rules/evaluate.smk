@@ -1,4 +1,5 @@
-# Per-query and mean metrics of the three rankings (dvc.yaml: the JSON is a metric, the CSV a plot).
+# Per-query and mean metrics of the three rankings, and their precision-recall curves (dvc.yaml:
+# the JSON is a metric, the CSVs are plots).
 
 
 rule evaluate:
@@ -11,6 +12,13 @@ rule evaluate:
     output:
         metrics="results/metrics/{method}_{similarity}/{dataset}.json",
         per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
+        pr=report(
+            "results/pr/{method}_{similarity}/{dataset}.csv",
+            caption="../report/pr.rst",
+            category="Precision-recall",
+            subcategory="{dataset}",
+            labels={"method": "{method}", "similarity": "{similarity}"},
+        ),
     params:
         tracked=tracked_params("evaluate"),
     log:
@@ -25,4 +33,4 @@ rule evaluate:
         "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
         " --method {wildcards.method} --similarity {wildcards.similarity} --gnd {input.gnd}"
         " --rank {input.rank} --rerank {input.rerank} --expand {input.expand} --metrics {output.metrics}"
-        " --per-query {output.per_query} --log {log}"
+        " --per-query {output.per_query} --pr {output.pr} --log {log}"

@@ -11,7 +11,12 @@ rule tables:
         ),
     output:
         md="results/tables/{method}_{similarity}.md",
-        csv="results/tables/{method}_{similarity}.csv",
+        csv=report(
+            "results/tables/{method}_{similarity}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"method": "{method}", "similarity": "{similarity}"},
+        ),
     params:
         tracked=tracked_params("run.datasets"),
     log:
@@ -36,7 +41,13 @@ rule figures:
         gnd="results/{dataset}/gnd.json",
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     output:
-        png="results/figures/{dataset}_{method}_{similarity}.png",
+        png=report(
+            "results/figures/{dataset}_{method}_{similarity}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"method": "{method}", "similarity": "{similarity}"},
+        ),
     params:
         tracked=tracked_params("figures"),
     log:

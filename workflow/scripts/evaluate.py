@@ -6,7 +6,8 @@ from instance_search.evaluate import write_evaluation
 
 def main(args, params):
     summary = write_evaluation(args.gnd, {"first_stage": args.rank, "rerank": args.rerank, "expand": args.expand},
-                               args.metrics, args.per_query, params, args.dataset, args.method, args.similarity)
+                               args.metrics, args.per_query, params, args.dataset, args.method, args.similarity,
+                               pr_path=args.pr)
     runner.log.info("%s/%s/%s: mAP %.4f first stage, %.4f re-ranked, %.4f expanded", args.dataset, args.method,
                     args.similarity, summary["first_stage"]["mAP"], summary["rerank"]["mAP"], summary["expand"]["mAP"])
 
@@ -22,4 +23,5 @@ if __name__ == "__main__":
     p.add_argument("--expand", required=True, help="query-expanded expand.npz")
     p.add_argument("--metrics", required=True, help="output: mean metrics JSON (dvc metrics)")
     p.add_argument("--per-query", required=True, help="output: per-query metrics CSV")
+    p.add_argument("--pr", required=True, help="output: interpolated precision-recall curves CSV (dvc plots)")
     runner.run(p, main, __file__)
