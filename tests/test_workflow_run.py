@@ -150,7 +150,7 @@ def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
 def test_a_truncated_image_stops_prepare_with_one_line(tiny_repo):
     """A corrupt image: prepare fails with one line naming the file; no later step runs."""
     root = tiny_repo
-    proc = snakemake("data/synthetic", cwd=root)
+    proc = snakemake("data/synthetic/manifest.json", cwd=root)
     assert proc.returncode == 0, tail(proc)
     images = sorted((root / "data/synthetic/jpg").glob("*.jpg"))
     assert images, "the synthetic benchmark has no jpg/ images"

@@ -93,10 +93,12 @@ def interpolated_pr(gnd: GroundTruth, ranks: np.ndarray, levels: np.ndarray = RE
 
 
 def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metrics_path, per_query_path,
-                     params: dict, dataset: str, method: str, similarity: str, pr_path=None) -> dict:
+                     params: dict, dataset: str, method: str, similarity: str, pr_path=None,
+                     labels: Mapping[str, str] | None = None) -> dict:
     """Evaluate each ranking of ``rankings`` (stage name -> rank file, in stage order: first_stage,
     rerank, ...); write the JSON summary, the per-query CSV and, if ``pr_path`` is given, the
-    precision-recall curves. Returns the summary written.
+    precision-recall curves. ``labels`` (e.g. frcnn's proposal source) are added to the summary.
+    Returns the summary written.
     """
     gnd = groundtruth.load(gnd_path)
     settings = params["evaluate"]
@@ -108,7 +110,7 @@ def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metric
                 for stage, r in ranks.items()}
 
     own = tables(None)
-    summary = {"dataset": dataset, "method": method, "similarity": similarity,
+    summary = {"dataset": dataset, "method": method, "similarity": similarity, **(labels or {}),
                **{stage: summarise(t) for stage, t in own.items()}}
     if gnd.protocols:
         by_protocol = {p: tables(p) for p in gnd.protocols}

@@ -192,13 +192,13 @@ NEUTRAL = (200, 200, 200)
 
 def montage(answer: Answer, columns: int = 6) -> np.ndarray:
     """BGR image: the query with its box, then each result with its best window, ``columns`` tiles a row."""
-    tiles = [report._thumbnail(read_image(answer.image), answer.box, report.QUERY_COLOUR, report.QUERY_COLOUR,
+    tiles = [report.thumbnail(read_image(answer.image), answer.box, report.QUERY_COLOUR, report.QUERY_COLOUR,
                                f"query {Path(answer.image).name}")]
-    tiles += [report._thumbnail(read_image(h.path), h.window, report.WINDOW_COLOUR, NEUTRAL,
+    tiles += [report.thumbnail(read_image(h.path), h.window, report.WINDOW_COLOUR, NEUTRAL,
                                 f"#{h.rank} {h.score:.3f} {h.name}") for h in answer.hits]
-    rows = [report._hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    rows = [report.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
     width = max(r.shape[1] for r in rows)
-    grid = np.vstack([report._pad_right(r, width) for r in rows])
+    grid = np.vstack([report.pad_right(r, width) for r in rows])
     return cv2.copyMakeBorder(grid, report.GAP, 0, report.GAP, report.GAP, cv2.BORDER_CONSTANT, value=report.WHITE)
 
 

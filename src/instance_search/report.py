@@ -55,9 +55,9 @@ PROTOCOL_NOTE = (
 PROTOCOL_SUFFIX = {"easy": "E", "medium": "M", "hard": "H"}
 
 
-def _row(dataset: str, stages: dict, published) -> dict:
+def _row(dataset: str, stages: dict, published, proposals=None) -> dict:
     final = stages["expand"]
-    return {"dataset": dataset, "mAP": final["mAP"], "NDCG": final["NDCG"], "seed_map": final["seed_map"],
+    return {"dataset": dataset, "proposals": proposals, "mAP": final["mAP"], "NDCG": final["NDCG"], "seed_map": final["seed_map"],
             "seed_ndcg": final["seed_ndcg"], "mAP_first_stage": stages["first_stage"]["mAP"],
             "mAP_reranked": stages["rerank"]["mAP"], "seed_published_mAP": published}
 
@@ -72,8 +72,9 @@ def _table_rows(path: str | os.PathLike, method: str, similarity: str) -> list[d
         if "protocols" in m:  # the seed never evaluated these: no published number beside them
             known = [p for p in PROTOCOL_SUFFIX if p in m["protocols"]]  # E, M, H: the JSON's keys are sorted
             order = known + sorted(set(m["protocols"]) - set(known))
-            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan) for p in order]
-        return [_row(m["dataset"], m, SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan))]
+            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan, m.get("proposals"))
+                    for p in order]
+        return [_row(m["dataset"], m, SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan), m.get("proposals"))]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
 
@@ -82,16 +83,19 @@ def build_table(metrics_paths, method: str, similarity: str) -> pd.DataFrame:
     """Rows = datasets in the order of ``metrics_paths`` (a revisited dataset: its E, M, H rows);
     columns :data:`TABLE_COLUMNS`."""
     rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity)]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    # frcnn's numbers depend on where its proposals came from: the column says it (other methods: none)
+    columns = TABLE_COLUMNS + (["proposals"] if any(r["proposals"] for r in rows) else [])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
     def cell(v) -> str:
         return v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.3f}")
 
+    columns = list(table.columns)
     lines = [f"# {method}, {similarity} similarity", "",
-             "| " + " | ".join(TABLE_COLUMNS) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(TABLE_COLUMNS) - 1)) + "|"]
+             "| " + " | ".join(columns) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     suffixes = tuple(f"-{s}" for s in PROTOCOL_SUFFIX.values())
     notes = [FOOTNOTE] + ([PROTOCOL_NOTE] if table["dataset"].str.endswith(suffixes).any() else [])
@@ -117,7 +121,7 @@ GREEN, RED, GREY = (40, 170, 40), (40, 40, 220), (160, 160, 160)
 QUERY_COLOUR, WINDOW_COLOUR, WHITE, BLACK = (220, 120, 0), (0, 220, 255), (255, 255, 255), (0, 0, 0)
 
 
-def _thumbnail(image: np.ndarray, box, box_colour, frame_colour, label: str) -> np.ndarray:
+def thumbnail(image: np.ndarray, box, box_colour, frame_colour, label: str) -> np.ndarray:
     """Resize to THUMB_HEIGHT, draw ``box`` (original pixels; None or NaN: none), frame it, label below."""
     scale = THUMB_HEIGHT / image.shape[0]
     width = max(1, round(image.shape[1] * scale))
@@ -144,25 +148,25 @@ def _result_colour(q: groundtruth.Query, index: int):
     return GREY if index in q.junk else RED
 
 
-def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
+def hstack(tiles: list[np.ndarray]) -> np.ndarray:
     gap = np.full((tiles[0].shape[0], GAP, 3), 255, np.uint8)
     parts = [p for t in tiles for p in (t, gap)][:-1]
     return np.hstack(parts)
 
 
-def _pad_right(row: np.ndarray, width: int) -> np.ndarray:
+def pad_right(row: np.ndarray, width: int) -> np.ndarray:
     return cv2.copyMakeBorder(row, 0, GAP, 0, width - row.shape[1], cv2.BORDER_CONSTANT, value=WHITE)
 
 
 def _query_row(gnd: GroundTruth, qi: int, ranks: np.ndarray, scores: np.ndarray, boxes: np.ndarray, top: int):
     q = gnd.queries[qi]
-    tiles = [_thumbnail(read_image(gnd.image_path(q.image)), q.box, QUERY_COLOUR, QUERY_COLOUR, f"query {q.name}")]
+    tiles = [thumbnail(read_image(gnd.image_path(q.image)), q.box, QUERY_COLOUR, QUERY_COLOUR, f"query {q.name}")]
     for j in range(min(top, ranks.shape[1])):
         index = int(ranks[qi, j])
         box = boxes[qi, j] if j < boxes.shape[1] else None
-        tiles.append(_thumbnail(read_image(gnd.image_path(index)), box, WINDOW_COLOUR, _result_colour(q, index),
+        tiles.append(thumbnail(read_image(gnd.image_path(index)), box, WINDOW_COLOUR, _result_colour(q, index),
                                 f"#{j + 1}  {float(scores[qi, j]):.3f}"))
-    return _hstack(tiles)
+    return hstack(tiles)
 
 
 def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.PathLike, out_png: str | os.PathLike,
@@ -177,7 +181,7 @@ def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.Path
     ranks, scores, boxes = arrays["ranks"], arrays["scores"], arrays["boxes"]
     rows = [_query_row(gnd, qi, ranks, scores, boxes, top) for qi in range(min(n_queries, len(gnd.queries)))]
     width = max(r.shape[1] for r in rows)
-    grid = cv2.copyMakeBorder(np.vstack([_pad_right(r, width) for r in rows]), GAP, 0, GAP, GAP,
+    grid = cv2.copyMakeBorder(np.vstack([pad_right(r, width) for r in rows]), GAP, 0, GAP, GAP,
                               cv2.BORDER_CONSTANT, value=WHITE)
     ok, encoded = cv2.imencode(".png", grid)
     if not ok:

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 from tqdm import tqdm
 
-from . import bow, codebook, expand as expand_mod, groundtruth, methods, search, whitening
+from . import bow, codebook, expand as expand_mod, frcnn_stages, groundtruth, methods, search, whitening
 from . import rerank as rerank_mod
 from .errors import InstanceSearchError
 from .features.store import FeatureStore
@@ -19,17 +19,22 @@ from .io import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
-METHODS = tuple(methods.METHODS)
+# The bag-of-words methods (methods.py) share the steps below; frcnn has its own (frcnn_stages.py).
+FRCNN = "frcnn"
+METHODS = (*methods.METHODS, FRCNN)
 
 
 def _method_params(params: dict, method: str) -> dict:
-    methods.get(method)
+    if method != FRCNN:
+        methods.get(method)
     return params[method]
 
 
 def extract(params: dict, method: str, gnd_path: str, out_dir: str) -> None:
     """Local features of every image of the ground truth (database and query-only images)."""
     p = _method_params(params, method)["extract"]
+    if method == FRCNN:
+        return frcnn_stages.extract(p, groundtruth.load(gnd_path), out_dir)
     methods.get(method).extract(p, groundtruth.load(gnd_path), out_dir)
 
 
@@ -41,6 +46,8 @@ def train_codebook(params: dict, method: str, features: str, gnd_path: str, out:
     """The vocabulary: optional PCA-whitening and k-means, both learned on one seeded database sample."""
     p = _method_params(params, method)["codebook"]
     gnd = groundtruth.load(gnd_path)
+    if method == FRCNN:
+        return frcnn_stages.train_codebook(p, gnd, features, out)
     store = FeatureStore(features)
     sample = codebook.sample_descriptors(store, gnd.n_database, p["sample"], params["seed"], _features(store))
     white = None
@@ -59,6 +66,8 @@ def encode(params: dict, method: str, gnd_path: str, features: str, codebook_pat
     """Assign every feature to its word; write the BoW counts, word weights and assignment maps."""
     p = _method_params(params, method)["encode"]
     gnd = groundtruth.load(gnd_path)
+    if method == FRCNN:
+        return frcnn_stages.encode(gnd, features, codebook_path, bow_out, assign_out)
     store = FeatureStore(features)
     if store.n_images != len(gnd.images):
         raise InstanceSearchError(f"{features}: {store.n_images} images but {gnd_path} lists {len(gnd.images)}; re-run extract")
@@ -95,6 +104,9 @@ def _load_index(gnd_path: str, bow_path: str, assign_path: str):
 def rank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: str,
          assign_path: str, out: str) -> None:
     """First-stage ranking of the whole database for every query."""
+    if method == FRCNN:
+        return frcnn_stages.rank(_method_params(params, method), similarity, groundtruth.load(gnd_path), bow_path,
+                                 assign_path, out)
     p = _method_params(params, method)["search"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
     q = search.weighted(search.query_counts(gnd, maps, counts.shape[1], p["query"],
@@ -115,6 +127,8 @@ def rerank(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
     user asked for. ``top: 0`` turns re-ranking off (the first-stage ranking is passed through).
     """
     p = _method_params(params, method)
+    if method == FRCNN:
+        return frcnn_stages.rerank(p, similarity, groundtruth.load(gnd_path), bow_path, assign_path, rank_path, out)
     r, s = p["rerank"], p["search"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
     first = search.load_ranking(rank_path, gnd, required=("ranks", "scores"))
@@ -142,6 +156,8 @@ def expand(params: dict, method: str, similarity: str, gnd_path: str, bow_path: 
     re-ranking did with the plain query; the rest keep their order. ``none`` passes the list through.
     """
     p = _method_params(params, method)
+    if method == FRCNN:
+        return frcnn_stages.expand(p, similarity, groundtruth.load(gnd_path), bow_path, assign_path, rerank_path, out)
     e, r = p["expand"], p["rerank"]
     gnd, counts, idf, maps = _load_index(gnd_path, bow_path, assign_path)
     prev = search.load_ranking(rerank_path, gnd, required=("ranks", "scores", "boxes"))

@@ -4,10 +4,15 @@ from instance_search import runner
 from instance_search.evaluate import write_evaluation
 
 
+def _labels(params, method):
+    """What the metrics must say beside the numbers: frcnn's proposal source (grid or rpn)."""
+    return {"proposals": params[method]["extract"]["source"]} if method == "frcnn" else {}
+
+
 def main(args, params):
     summary = write_evaluation(args.gnd, {"first_stage": args.rank, "rerank": args.rerank, "expand": args.expand},
                                args.metrics, args.per_query, params, args.dataset, args.method, args.similarity,
-                               pr_path=args.pr)
+                               pr_path=args.pr, labels=_labels(params, args.method))
     runner.log.info("%s/%s/%s: mAP %.4f first stage, %.4f re-ranked, %.4f expanded", args.dataset, args.method,
                     args.similarity, summary["first_stage"]["mAP"], summary["rerank"]["mAP"], summary["expand"]["mAP"])
 
