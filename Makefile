@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test browser bench clean
+.PHONY: install demo test browser bench bench-codebook clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,15 @@ browser:
 
 bench: install
 	python benchmarks/rerank_speed.py
+	python benchmarks/cnn_speed.py
+	python benchmarks/frcnn_speed.py
+	python benchmarks/query_latency.py
+	python benchmarks/codebook_speed.py --quick
+
+# The issue's codebook figure: 25k words on 1M 512-d features (one iteration measured, 20 extrapolated;
+# about half an hour on a 2-core CPU).
+bench-codebook: install
+	python benchmarks/codebook_speed.py --iterations 1 --sklearn-cap 9 --assign-n 200000
 
 clean:
 	rm -rf results logs .snakemake benchmarks/out

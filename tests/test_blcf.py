@@ -127,6 +127,15 @@ def test_missing_weights_name_file_hash_and_place(tmp_path, monkeypatch):
     assert "vgg16-397923af.pth" in msg and "397923af" in msg and str(tmp_path) in msg and "\n" not in msg
 
 
+def test_corrupt_weights_are_refused_by_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    fake = tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the weights")
+    with pytest.raises(InstanceSearchError, match="does not start with b0353104"):
+        backbones.check_weights("mobilenet_v2")
+
+
 def test_unknown_layer_is_named(extractor):
     with pytest.raises(InstanceSearchError, match="features.99"):
         backbones.load("mobilenet_v2", "features.99")

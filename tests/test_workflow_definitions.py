@@ -202,6 +202,8 @@ def test_full_profile_lists_every_dataset_and_its_gpu_steps(tmp_path):
     for d in full["run"]["datasets"]:
         assert f"--dataset {d} --data data" in out and f"Extracting blcf features of {d} (gpu=1)" in out, d
         assert f"Extracting sift features of {d} (gpu=0)" in out, d
+        assert f"Extracting frcnn features of {d} (gpu=1)" in out, d
+    assert full["frcnn"]["extract"]["source"] == "rpn"  # the COCO detector's proposals
     commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]  # rule all: None
     assert commands and all("--params params-full.yaml" in c for c in commands)
 

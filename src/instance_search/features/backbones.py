@@ -4,7 +4,8 @@ Weights go through torchvision's weight API (``Weights.get_state_dict``), which 
 ``$TORCH_HOME/hub/checkpoints/<file>`` and downloads only when the file is missing. Before that we
 look for the file ourselves: offline, a missing file is an error that names it, its hash and where
 to put it, instead of a network traceback. torchvision's file names carry the first 8 hex digits
-of the file's sha256 (``mobilenet_v2-b0353104.pth``), which ``check_hash`` verifies on load.
+of the file's sha256 (``mobilenet_v2-b0353104.pth``); torch checks it only when it downloads, so
+:func:`check_weights` compares the cached file's sha256 prefix itself (once per process).
 """
 
 from __future__ import annotations
@@ -65,18 +66,29 @@ def expected_hash_prefix(path: Path) -> str:
     return path.stem.rsplit("-", 1)[-1]
 
 
+_VERIFIED: set[Path] = set()
+
+
 def check_weights(backbone: str) -> Path:
     path = weight_file(backbone)
+    prefix = expected_hash_prefix(path)
     if not path.is_file():
         raise InstanceSearchError(
-            f"{path}: the {backbone} ImageNet weights are missing (sha256 starts with {expected_hash_prefix(path)}); "
+            f"{path}: the {backbone} ImageNet weights are missing (sha256 starts with {prefix}); "
             f"download {_weights(backbone).url} on a connected machine and put it there "
             f"(for mobilenet_v2: make install copies the offline file)")
+    if path not in _VERIFIED:
+        if not sha256(path).startswith(prefix):
+            raise InstanceSearchError(f"{path}: its sha256 does not start with {prefix} (truncated or another file); "
+                                      f"replace it with {_weights(backbone).url}")
+        _VERIFIED.add(path)
     return path
 
 
-def load(backbone: str, layer: str | None = None):
-    """The model cut at ``layer`` (eval mode, on the CPU); returns (module, node name, mean, std)."""
+def load(backbone: str, layer: str | None = None, key: str = "blcf.extract"):
+    """The model cut at ``layer`` (eval mode, on the CPU); returns (module, node name, mean, std).
+
+    ``key``: the params section naming the layer, for the error message."""
     import torchvision.models as models
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
@@ -84,7 +96,7 @@ def load(backbone: str, layer: str | None = None):
     check_weights(backbone)
     model = getattr(models, BACKBONES[backbone].builder)(weights=None)
     try:
-        model.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
+        model.load_state_dict(weights.get_state_dict(progress=False))
     except RuntimeError as exc:  # hash mismatch or a truncated file
         raise InstanceSearchError(f"{weight_file(backbone)}: cannot load ({str(exc).splitlines()[0]}); "
                                   f"replace it with {weights.url}") from None
@@ -92,7 +104,7 @@ def load(backbone: str, layer: str | None = None):
     _, nodes = get_graph_node_names(model.eval())
     # a module name stands for its last node (torchvision's convention): "layer3", "features.17"
     if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
-        raise InstanceSearchError(f"blcf.extract.layer={node!r} is not a node of {backbone}; "
+        raise InstanceSearchError(f"{key}.layer={node!r} is not a node of {backbone}; "
                                   f"e.g. {', '.join(n for n in nodes if n.count('.') <= 1)[:400]}")
     net = create_feature_extractor(model, return_nodes={node: "map"}).eval()
     for p in net.parameters():

@@ -239,7 +239,7 @@ class _GridSource:
     def __init__(self, backbone: str, layer: str | None, device: str, half: bool, scales, aspect_ratios, stride):
         import torch
 
-        self.net, self.layer, self.mean, self.std = backbones.load(backbone, layer or None)
+        self.net, self.layer, self.mean, self.std = backbones.load(backbone, layer or None, key="frcnn.extract")
         self.net = self.net.to(device)
         self.device, self.half = device, half
         self.grid = (tuple(scales), tuple(aspect_ratios), float(stride))
