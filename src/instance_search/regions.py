@@ -33,6 +33,7 @@ import numpy as np
 from . import whitening as pcaw
 from .errors import InstanceSearchError
 from .io import load_npz, save_npz
+from .rerank import reorder
 from .search import SIMILARITIES, rank
 
 # Ties between proposals: scores within this relative distance of the maximum count as equal, so the
@@ -216,15 +217,7 @@ def rerank(first_ranks, first_scores, queries: np.ndarray, get_regions: GetRegio
         if progress is not None:
             progress(k + 1, len(groups))
 
-    new_order = np.argsort(-local, axis=1, kind="stable")
-    ranks = first_ranks.copy()
-    ranks[:, :t] = np.take_along_axis(cand, new_order, axis=1)
-    scores = first_scores.copy()
-    scores[:, :t] = np.take_along_axis(local, new_order, axis=1)
-    if t < n:
-        rest = first_scores[:, t:]
-        scores[:, t:] = rest - rest.max(axis=1, keepdims=True) + local.min(axis=1, keepdims=True) - 1.0
-    return ranks, scores, np.take_along_axis(boxes, new_order[:, :, None], axis=1)
+    return reorder(first_ranks, first_scores, local, boxes)
 
 
 # ------------------------------------------------------------------------------------- query expansion

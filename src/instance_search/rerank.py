@@ -498,13 +498,20 @@ def rerank(first_ranks, first_scores, queries, get_map: Callable[[int], tuple], 
         if progress is not None:
             progress(k + 1, len(images))
 
-    new_order = np.argsort(-window_score, axis=1, kind="stable")
+    return reorder(first_ranks, first_scores, window_score, boxes)
+
+
+def reorder(first_ranks: np.ndarray, first_scores: np.ndarray, local: np.ndarray,
+            boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The re-ranked lists from the local scores (nq, T) of each query's first T results and their
+    boxes (nq, T, 4), with the conventions of :func:`rerank` (also used by frcnn's regions.rerank)."""
+    t, n = local.shape[1], first_ranks.shape[1]
+    new_order = np.argsort(-local, axis=1, kind="stable")
     ranks = first_ranks.copy()
-    ranks[:, :t] = np.take_along_axis(cand, new_order, axis=1)
+    ranks[:, :t] = np.take_along_axis(first_ranks[:, :t], new_order, axis=1)
     scores = first_scores.copy()
-    scores[:, :t] = np.take_along_axis(window_score, new_order, axis=1)
+    scores[:, :t] = np.take_along_axis(local, new_order, axis=1)
     if t < n:
         rest = first_scores[:, t:]
-        scores[:, t:] = rest - rest.max(axis=1, keepdims=True) + window_score.min(axis=1, keepdims=True) - 1.0
-    boxes = np.take_along_axis(boxes, new_order[:, :, None], axis=1)
-    return ranks, scores, boxes
+        scores[:, t:] = rest - rest.max(axis=1, keepdims=True) + local.min(axis=1, keepdims=True) - 1.0
+    return ranks, scores, np.take_along_axis(boxes, new_order[:, :, None], axis=1)
