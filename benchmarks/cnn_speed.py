@@ -42,20 +42,11 @@ import yaml
 from instance_search.errors import InstanceSearchError
 from instance_search.features import backbones
 from instance_search.features.cnn import Extractor, extract_images, resized_size
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
 NOTES: set[str] = set()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: str) -> str:

@@ -38,7 +38,6 @@ import os
 import platform
 import resource
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -46,18 +45,9 @@ import sklearn
 from sklearn.cluster import MiniBatchKMeans
 
 from instance_search import codebook
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 SEED = 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

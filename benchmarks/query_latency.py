@@ -30,21 +30,12 @@ from instance_search import stages
 from instance_search.datasets.prepare import prepare
 from instance_search.index import load_index
 from instance_search.web.app import create_app
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500"
 CACHE = REPO / "benchmarks" / "out" / "query_latency"
 PARTS = ("extract", "rank", "rerank", "answer")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

@@ -169,7 +169,6 @@ def extract_images(extractor: Extractor, paths: list[str], dims: list[tuple[int,
     ``dims`` are the original (width, height) of the images (from the ground truth), so batches are
     planned before any image is decoded; decoding and resizing run in ``workers`` processes.
     """
-    import torch
     from torch.utils.data import DataLoader
 
     sizes = [resized_size(w, h, max_side, extractor.stride) for w, h in dims]
