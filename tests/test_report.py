@@ -100,7 +100,7 @@ def test_evaluate_script_reports_a_one_line_error(tmp_path, gnd_path, rank_files
          "--dataset", "tiny", "--method", "sift", "--similarity", "cosine", "--gnd", str(gnd_path),
          "--rank", str(bad), "--rerank", str(rank_files[1]), "--expand", str(rank_files[1]),
          "--metrics", str(tmp_path / "m.json"),
-         "--per-query", str(tmp_path / "q.csv")], capture_output=True, text=True)
+         "--per-query", str(tmp_path / "q.csv"), "--pr", str(tmp_path / "pr.csv")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "error:" in result.stderr and "bad_rank.npz" in result.stderr
 
