@@ -50,3 +50,10 @@ def test_tree_digest_depends_on_names_and_content(tmp_path):
     (tmp_path / "x" / "a").rename(tmp_path / "x" / "b")
     d2 = fetch.tree_digest(tmp_path / "x")
     assert d1[0] != d2[0] and d1[1:] == d2[1:] == (1, 1)
+
+
+def test_distractors_must_name_a_downloadable_dataset(tmp_path):
+    params, _ = _local(tmp_path)
+    params["datasets"]["mine"]["distractors"] = str(tmp_path / "holiday-snaps")
+    with pytest.raises(InstanceSearchError, match="distractors: .*holiday-snaps is not a folder named after"):
+        fetch.fetch(params, "mine", tmp_path / "data", tmp_path / "lock.json")

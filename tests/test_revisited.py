@@ -209,3 +209,21 @@ def test_a_file_without_protocols_loads_as_before(roxford, tmp_path):
     path.write_text(json.dumps(d))
     gnd = groundtruth.load(path)
     assert gnd.protocols == () and gnd.queries[0].protocols == () and gnd.queries[0].positives == (0, 1, 3)
+
+
+# --------------------------------------------------------------------------- distractors (R1M)
+
+def test_distractors_join_the_database_before_the_query_images(roxford, tmp_path):
+    from instance_search.datasets.prepare import prepare
+
+    for i in range(3):
+        _jpeg(tmp_path / "revisitop1m" / "revisitop1m.1" / "jpg" / f"d{i}.jpg", 20, 10, seed=50 + i)
+    cfg = {"source": "download", "format": "revisited", "images": str(roxford / "jpg"),
+           "groundtruth": str(roxford / "gnd_roxford5k.pkl"), "distractors": str(tmp_path / "revisitop1m")}
+    gnd = prepare({"datasets": {"roxford5k": cfg}}, "roxford5k", tmp_path / "gnd.json")
+    again = groundtruth.load(tmp_path / "gnd.json")
+    assert again.n_database == gnd.n_database == 9
+    assert [im.name for im in again.images] == IMLIST + ["d0", "d1", "d2"] + QIMLIST
+    assert [q.image for q in again.queries] == [9, 10]                    # shifted past the distractors
+    assert again.queries[0].under("easy").good == (0, 3)                   # labels unchanged
+    assert again.image_path(6).is_file() and again.image_path(9).name == "all_souls_000100.jpg"

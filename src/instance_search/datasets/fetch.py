@@ -59,6 +59,12 @@ def fetch(params: dict, dataset: str, data_dir: str | os.PathLike, lock_path: st
     cfg = params["datasets"][dataset]
     out = Path(data_dir) / dataset
     source = cfg["source"]
+    if cfg.get("distractors"):  # e.g. data/revisitop1m: the registry dataset named by the folder
+        folder = Path(cfg["distractors"])
+        if folder.name not in sources.DATASETS:
+            raise InstanceSearchError(f"params.yaml: key datasets.{dataset}.distractors: {folder} is not a folder "
+                                      f"named after a downloadable dataset ({', '.join(sorted(sources.DATASETS))})")
+        sources.fetch_dataset(folder.name, folder.parent, lock_path)
     if source == "download":
         return sources.fetch_dataset(dataset, data_dir, lock_path)
     if source == "generate":

@@ -14,6 +14,7 @@ from typing import Callable
 from .. import groundtruth
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
+from .distractors import add_distractors
 from .instre import load_instre
 from .oxford import load_oxford
 from .paris import load_paris
@@ -70,5 +71,7 @@ def prepare(params: dict, dataset: str, out_path: str | os.PathLike) -> GroundTr
         if key not in cfg:
             raise InstanceSearchError(f"params.yaml: key datasets.{dataset}.{key} missing; give the dataset's {key} path")
     gnd = loader(dataset, cfg)
+    if cfg.get("distractors"):
+        gnd = add_distractors(gnd, cfg["distractors"])
     groundtruth.save(gnd, out_path)
     return gnd
