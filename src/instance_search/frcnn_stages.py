@@ -17,6 +17,7 @@ The network runs once, in extract; everything after it reads stored vectors.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 
 def extract(p: dict, gnd: groundtruth.GroundTruth, out_dir) -> None:
-    from pathlib import Path
-
     ex = frcnn.RegionExtractor(
         p["source"], detector=p["detector"], level=p["level"] or None, backbone=p["backbone"],
         layer=p["layer"] or None, proposals=p["proposals"], scales=p["scales"], aspect_ratios=p["aspect_ratios"],
@@ -78,8 +77,6 @@ def extract(p: dict, gnd: groundtruth.GroundTruth, out_dir) -> None:
 
 
 def _features(features_dir) -> tuple[dict, regions.RegionFeatures, dict]:
-    from pathlib import Path
-
     d = Path(features_dir)
     if not (d / "manifest.json").is_file():
         raise InstanceSearchError(f"{d}: not a finished frcnn feature folder (no manifest.json); re-run the extract step")
