@@ -42,7 +42,7 @@ import yaml
 from instance_search.errors import InstanceSearchError
 from instance_search.features import backbones
 from instance_search.features.cnn import Extractor, extract_images, resized_size
-from machine import cpu_model  # benchmarks/machine.py, beside this script
+from machine import hardware  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
@@ -53,11 +53,7 @@ def machine(device: str) -> str:
     import cv2
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = (f"GPU {torch.cuda.get_device_name(0)} "
-           f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-           if torch.cuda.is_available() else "no GPU")
-    return (f"{cpu_model()}, {cores} usable CPUs ({os.cpu_count()} online), {gpu}; running on {device}; "
+    return (f"{hardware()}; running on {device}; "
             f"{platform.system()} {platform.release()}, python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
             f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}), opencv {cv2.__version__}")

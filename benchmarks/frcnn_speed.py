@@ -49,7 +49,7 @@ from instance_search import regions
 from instance_search.errors import InstanceSearchError
 from instance_search.features import backbones, frcnn
 from instance_search.search import SIMILARITIES
-from machine import cpu_model  # benchmarks/machine.py, beside this script
+from machine import hardware  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
@@ -61,11 +61,7 @@ ALPHA = 0.8
 def machine(device: str) -> str:
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = (f"GPU {torch.cuda.get_device_name(0)} "
-           f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-           if torch.cuda.is_available() else "no GPU")
-    return (f"{cpu_model()}, {cores} usable CPUs ({os.cpu_count()} online), {gpu}; extraction on {device}, "
+    return (f"{hardware()}; extraction on {device}, "
             f"filtering and re-ranking on the CPU (numpy); {platform.system()} {platform.release()}, "
             f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")

@@ -12,3 +12,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def hardware() -> str:
+    """CPU model, usable cores and the GPU (if torch sees one)."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = (f"GPU {torch.cuda.get_device_name(0)} "
+           f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+           if torch.cuda.is_available() else "no GPU")
+    return f"{cpu_model()}, {cores} usable CPUs ({os.cpu_count()} online), {gpu}"

@@ -33,7 +33,7 @@ import numpy as np
 from . import whitening as pcaw
 from .errors import InstanceSearchError
 from .io import load_npz, save_npz
-from .rerank import reorder
+from .rerank import check_first_stage, reorder
 from .search import SIMILARITIES, rank
 
 # Ties between proposals: scores within this relative distance of the maximum count as equal, so the
@@ -193,17 +193,9 @@ def rerank(first_ranks, first_scores, queries: np.ndarray, get_regions: GetRegio
     boxes float32 (nq, T, 4) of the best proposals in the new order (NaN: an image without proposals).
     """
     _check_similarity(similarity, alpha)
-    first_ranks = np.asarray(first_ranks, dtype=np.int64)
-    first_scores = np.asarray(first_scores, dtype=np.float64)
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
-    if first_ranks.ndim != 2 or first_ranks.shape != first_scores.shape:
-        raise InstanceSearchError(f"first-stage ranks and scores must be (queries, results) arrays of one shape, "
-                                  f"got {first_ranks.shape} and {first_scores.shape}")
-    if top < 1:
-        raise InstanceSearchError(f"rerank top must be >= 1, got {top}")
+    first_ranks, first_scores = check_first_stage(first_ranks, first_scores, top, len(queries))
     nq, n = first_ranks.shape
-    if len(queries) != nq:
-        raise InstanceSearchError(f"{len(queries)} queries but {nq} first-stage rankings")
     t = min(top, n)
     cand = first_ranks[:, :t]
     local = np.zeros((nq, t))

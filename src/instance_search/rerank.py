@@ -449,23 +449,14 @@ def rerank(first_ranks, first_scores, queries, get_map: Callable[[int], tuple], 
     """
     _check_similarity(similarity, alpha)
     idf = np.asarray(idf, dtype=np.float64)
-    first_ranks = np.asarray(first_ranks, dtype=np.int64)
-    first_scores = np.asarray(first_scores, dtype=np.float64)
-    if first_ranks.ndim != 2 or first_ranks.shape != first_scores.shape:
-        raise InstanceSearchError(
-            f"first-stage ranks and scores must be (queries, results) arrays of one shape, got "
-            f"{first_ranks.shape} and {first_scores.shape}")
-    if top < 1:
-        raise InstanceSearchError(f"rerank top must be >= 1, got {top}")
     if sp.issparse(queries):
         queries = sp.csr_matrix(queries)
         queries = [query_arrays(queries[j]) for j in range(queries.shape[0])]
     else:
         queries = [query_arrays(q) for q in queries]
     queries = [_check_query(q, len(idf)) for q in queries]
+    first_ranks, first_scores = check_first_stage(first_ranks, first_scores, top, len(queries))
     nq, n = first_ranks.shape
-    if len(queries) != nq:
-        raise InstanceSearchError(f"{len(queries)} queries but {nq} first-stage rankings")
     t = min(top, n)
     cand = first_ranks[:, :t]
     window_score = np.zeros((nq, t))
@@ -499,6 +490,22 @@ def rerank(first_ranks, first_scores, queries, get_map: Callable[[int], tuple], 
             progress(k + 1, len(images))
 
     return reorder(first_ranks, first_scores, window_score, boxes)
+
+
+def check_first_stage(first_ranks, first_scores, top: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first-stage (ranks int64, scores float64) a re-ranking starts from, checked against its
+    queries and ``top`` (shared with frcnn's regions.rerank)."""
+    first_ranks = np.asarray(first_ranks, dtype=np.int64)
+    first_scores = np.asarray(first_scores, dtype=np.float64)
+    if first_ranks.ndim != 2 or first_ranks.shape != first_scores.shape:
+        raise InstanceSearchError(
+            f"first-stage ranks and scores must be (queries, results) arrays of one shape, got "
+            f"{first_ranks.shape} and {first_scores.shape}")
+    if top < 1:
+        raise InstanceSearchError(f"rerank top must be >= 1, got {top}")
+    if n_queries != len(first_ranks):
+        raise InstanceSearchError(f"{n_queries} queries but {len(first_ranks)} first-stage rankings")
+    return first_ranks, first_scores
 
 
 def reorder(first_ranks: np.ndarray, first_scores: np.ndarray, local: np.ndarray,
