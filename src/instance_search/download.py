@@ -5,7 +5,12 @@
   to ``dest`` only once it is complete and (when a hash is known) verified. A failure keeps the
   ``.part`` so that the next run resumes it.
 - :func:`read_lock` / :func:`record_lock` keep the checked-in lock file: the sha256 of every archive,
-  recorded the first time it is used and checked on every later run.
+  recorded the first time it is used (one log line says the lock changed and should be committed)
+  and checked on every later run. In frozen mode (:func:`lock_frozen`: ``fetch.frozen`` in
+  params.yaml or ``INSTANCE_SEARCH_FROZEN_LOCK=1``, as in CI) the lock is the only authority: an
+  archive it has no sha256 for is refused (:func:`frozen_error`) instead of trusted on first use.
+- :func:`download` tries the https addresses first, then plain http ones (each group in the
+  registry's order): a plain-http copy is checked against the lock like any other.
 - :func:`unpack` unpacks tar(.gz), zip or rar into a temporary sibling folder that replaces the
   target only once complete, so a corrupt archive or a full disk leaves no half folder.
 
@@ -24,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -114,6 +120,31 @@ def record_lock(lock_path: str | os.PathLike, key: str, sha256: str, nbytes: int
         data = read_lock(lock_path)  # re-read under the lock: another job may have added entries
         data[key] = {"sha256": sha256, "bytes": nbytes}
         io.write_json(lock_path, data)
+
+
+FROZEN_ENV = "INSTANCE_SEARCH_FROZEN_LOCK"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def lock_frozen(params: dict | None = None, environ: dict | None = None) -> bool:
+    """Frozen mode: ``fetch.frozen: true`` in the params, or the environment's ``INSTANCE_SEARCH_FROZEN_LOCK=1``."""
+    value = (os.environ if environ is None else environ).get(FROZEN_ENV, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise InstanceSearchError(f"environment variable {FROZEN_ENV}={value!r}: expected 1 (frozen) or 0")
+    return value in _TRUE or bool(((params or {}).get("fetch") or {}).get("frozen", False))
+
+
+def frozen_error(what: str | os.PathLike, key: str, lock_path: str | os.PathLike) -> InstanceSearchError:
+    return InstanceSearchError(
+        f"{what}: {lock_path} has no sha256 for {key} and the lock is frozen (fetch.frozen in params.yaml or "
+        f"{FROZEN_ENV}=1), so an unchecked file is refused; record it on a trusted machine (fetch once without "
+        f"frozen mode) and commit {lock_path}, or restore the lock file from git")
+
+
+def log_lock_changed(lock_path: str | os.PathLike, key: str, sha256: str) -> None:
+    """The one line that says a first use changed the lock file, which belongs in version control."""
+    log.warning("%s changed: recorded sha256 %s of %s (first use); commit it so that every later download "
+                "is checked against it", lock_path, sha256, key)
 
 
 def mismatch_error(path: Path, key: str, lock_path: str | os.PathLike, expected: str,
@@ -263,6 +294,7 @@ def download(urls: Sequence[str], dest: str | os.PathLike, *, expected_sha256: s
              base_delay: float = 2.0, timeout: float = 60.0, session: requests.Session | None = None) -> str:
     """Download ``dest`` from the first address in ``urls`` that serves it; return its sha256.
 
+    The https addresses are tried before the plain http ones, each group in the given order.
     ``reserve`` bytes beyond the file itself must also be free (room to unpack it). With
     ``expected_sha256`` a mismatching file is deleted and reported; ``dest`` only ever appears
     complete and verified. ``lock_key``/``lock_path`` only word the messages.
@@ -272,7 +304,8 @@ def download(urls: Sequence[str], dest: str | os.PathLike, *, expected_sha256: s
     part, meta_path = _part_paths(dest)
     session = session or requests.Session()
     failures = []
-    for url in urls:
+    # https before plain http (a stable sort: the registry's order within each group).
+    for url in sorted(urls, key=lambda u: not u.lower().startswith("https://")):
         try:
             _fetch_url(session, url, dest, attempts, base_delay, timeout, reserve)
         except _Permanent as exc:
@@ -299,6 +332,14 @@ class _Unsafe(Exception):
     """A member whose path would land outside the target folder."""
 
 
+class _Link(Exception):
+    """A symbolic or hard link member (or another non-file): dataset archives hold files and folders only."""
+
+    def __init__(self, name: str, what: str):
+        super().__init__(name)
+        self.name, self.what = name, what
+
+
 class _NoTool(Exception):
     """A rar archive with compressed members and no external tool to decompress them."""
 
@@ -313,26 +354,45 @@ def _safe_relpath(name: str, strip: int) -> PurePosixPath | None:
     return PurePosixPath(*parts) if parts else None
 
 
-def _untar(archive: Path, out: Path, strip: int) -> None:
-    if not hasattr(tarfile, "data_filter"):
-        raise InstanceSearchError(f"{archive}: this Python lacks tarfile's extraction filters (added in 3.10.12 "
-                                  f"and 3.11.4); upgrade Python to unpack archives safely")
-
-    def safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+def _tar_members(tf: tarfile.TarFile, strip: int) -> Iterator[tarfile.TarInfo]:
+    """Every member checked before it is extracted: no link of either kind (whatever the Python: the
+    link filters of some releases can be walked out of the folder by a chain of symbolic links,
+    CVE-2025-4517), no device or fifo, no path leaving the folder; names stripped of ``strip`` folders."""
+    for member in tf:
+        to = member.linkname if len(member.linkname) <= 60 else member.linkname[:57] + "..."
+        if member.issym():
+            raise _Link(member.name, f"a symbolic link (to {to})")
+        if member.islnk():
+            raise _Link(member.name, f"a hard link (to {to})")
+        if not (member.isreg() or member.isdir()):
+            raise _Link(member.name, "a device, fifo or other special file")
         rel = _safe_relpath(member.name, strip)
         if rel is None:
-            return None
-        changes = {"name": str(rel)}
-        if member.islnk():  # hard links name another member: strip that name the same way
-            target = _safe_relpath(member.linkname, strip)
-            if target is None:
-                raise _Unsafe(member.linkname)
-            changes["linkname"] = str(target)
-        # The "data" filter rejects links leading outside the folder, devices and odd permissions.
-        return tarfile.data_filter(member.replace(**changes, deep=False), dest)
+            continue
+        # Owner and permissions as the "data" filter sets them: ours, no set-id bits, not executable.
+        mode = (0o755 if member.isdir() else 0o644) if member.mode is None else (
+            (member.mode & 0o755) | (0o700 if member.isdir() else 0o600))
+        if member.isreg():
+            mode &= ~0o111
+        yield member.replace(name=str(rel), mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False) \
+            if hasattr(member, "replace") else _renamed(member, str(rel), mode)
 
+
+def _renamed(member: tarfile.TarInfo, name: str, mode: int) -> tarfile.TarInfo:
+    """``TarInfo.replace`` for Pythons without it."""
+    import copy
+
+    out = copy.copy(member)
+    out.name, out.mode = name, mode
+    return out
+
+
+def _untar(archive: Path, out: Path, strip: int) -> None:
     with tarfile.open(archive, "r:*") as tf:
-        tf.extractall(out, filter=safe)
+        if hasattr(tarfile, "data_filter"):  # a second line of defence where the filters exist
+            tf.extractall(out, members=_tar_members(tf, strip), filter="data")
+        else:
+            tf.extractall(out, members=_tar_members(tf, strip))
 
 
 def _copy_members(members, opener, out: Path, strip: int) -> None:
@@ -350,9 +410,23 @@ def _copy_members(members, opener, out: Path, strip: int) -> None:
             shutil.copyfileobj(src, dst, CHUNK)
 
 
+def _zip_link(info: zipfile.ZipInfo) -> str | None:
+    """What a zip member is when it is not a plain file or folder (Unix modes in the external attributes)."""
+    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(mode)
+    if not mode or kind in (0, stat.S_IFREG, stat.S_IFDIR):
+        return None
+    return "a symbolic link" if kind == stat.S_IFLNK else "a device, fifo or other special file"
+
+
 def _unzip(archive: Path, out: Path, strip: int) -> None:
     with zipfile.ZipFile(archive) as zf:
-        _copy_members(((i.filename, i.is_dir(), i) for i in zf.infolist()), zf.open, out, strip)
+        infos = zf.infolist()
+        for info in infos:  # all checked before the first byte is written
+            what = _zip_link(info)
+            if what:
+                raise _Link(info.filename, what)
+        _copy_members(((i.filename, i.is_dir(), i) for i in infos), zf.open, out, strip)
 
 
 def _unrar(archive: Path, out: Path, strip: int) -> None:
@@ -365,7 +439,9 @@ def _unrar(archive: Path, out: Path, strip: int) -> None:
         infos = rf.infolist()
         for info in infos:
             if info.is_symlink():
-                raise _Unsafe(info.filename)
+                raise _Link(info.filename, "a symbolic link")
+            if getattr(info, "file_redir", None):  # RAR5 hard links, junctions and file copies
+                raise _Link(info.filename, "a hard link or file reference")
         # Stored members are read directly; compressed ones need an external tool: say which up front.
         if any(i.compress_type != rarfile.RAR_M0 for i in infos if not i.is_dir()):
             try:
@@ -394,13 +470,30 @@ def _corrupt_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def sweep_unpacking(target: str | os.PathLike) -> list[Path]:
+    """Remove the hidden ``.<target>.*.unpacking`` folders an interrupted unpack left beside ``target``.
+
+    Only for a caller that alone unpacks into ``target`` (the fetch step holds the archive's lock).
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    stale = [p for p in target.parent.glob(f".{io.glob_escape(target.name)}.*.unpacking")
+             if p.is_dir() and not p.is_symlink()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("%s: removed a folder left by an interrupted unpack", p)
+    return stale
+
+
 def unpack(archive: str | os.PathLike, target: str | os.PathLike, *, strip: int = 0,
            marker: dict | None = None) -> None:
     """Unpack ``archive`` so that ``target`` holds its members (minus ``strip`` leading folders).
 
     The members go to a temporary sibling folder that replaces ``target`` only once everything is
     out; ``marker`` (e.g. the archive's sha256) is written inside it as ``.unpacked.json``. On any
-    failure the temporary folder is removed and an earlier ``target`` is left as it was.
+    failure the temporary folder is removed and an earlier ``target`` is left as it was. Links of
+    either kind, devices and fifos are refused, in every format: dataset archives need none.
     """
     archive, target = Path(archive), Path(target)
     extract = next((fn for suffix, fn in _FORMATS if archive.name.lower().endswith(suffix)), None)
@@ -410,14 +503,18 @@ def unpack(archive: str | os.PathLike, target: str | os.PathLike, *, strip: int 
     tmp = None
     try:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".unpacking", dir=target.parent))
+            sweep_unpacking(target)
+            tmp = io.make_temp_dir(target, suffix=".unpacking")
             extract(archive, tmp, strip)
             if marker is not None:
                 (tmp / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")
         except _NoTool as exc:
             raise InstanceSearchError(
                 f"{archive}: cannot unpack rar: {exc}, then re-run; or unpack it by hand into {target}") from None
+        except _Link as exc:
+            raise InstanceSearchError(
+                f"{archive}: unsafe member {exc.name}: {exc.what}, and dataset archives hold only files and "
+                f"folders; not unpacked ({untouched}); the archive is not the expected one: delete it and re-run") from None
         except _Unsafe as exc:
             raise InstanceSearchError(
                 f"{archive}: member {exc} would land outside {target}; not unpacked ({untouched}); "
@@ -429,15 +526,17 @@ def unpack(archive: str | os.PathLike, target: str | os.PathLike, *, strip: int 
                 raise _corrupt(archive, exc, untouched) from None
             raise
         except _corrupt_errors() as exc:
-            if isinstance(exc, tarfile.FilterError):
+            if isinstance(exc, getattr(tarfile, "FilterError", ())):
                 raise InstanceSearchError(
                     f"{archive}: unsafe member ({exc}); not unpacked ({untouched}); "
                     f"the archive is not the expected one: delete it and re-run") from None
             raise _corrupt(archive, exc, untouched) from None
         io.replace_dir(tmp, target)
     finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            io.unregister_temporary(tmp)
 
 
 def _corrupt(archive: Path, exc: BaseException, untouched: str) -> InstanceSearchError:

@@ -1,7 +1,11 @@
 """Atomic output writing and checked image reading.
 
-Every output is written to a temporary name in the same folder and renamed into place, so an
-interrupted run never leaves a half-written file that looks finished.
+Every output is written to a temporary name in the same folder (``.<name>.<random>.tmp``) and
+renamed into place, so an interrupted run never leaves a half-written file that looks finished.
+Temporaries in progress are registered (:func:`remove_temporaries` deletes them when a step is
+interrupted, see :mod:`.runner`) and hold an advisory lock, so that :func:`sweep_temporaries` can
+remove the stale ones a killed run left behind without touching another process's. Outputs get
+the permissions of any file created under the current umask (``mkstemp`` alone would give 0600).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,21 +26,154 @@ import numpy as np
 
 from .errors import InstanceSearchError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, so the sweep leaves every temporary alone
+    fcntl = None
+
+TMP_SUFFIX = ".tmp"
+# Images with more pixels than this are refused from their header, before any decoding allocates
+# memory for them (a 200-megapixel RGB image takes 600 MB once decoded).
+MAX_PIXELS = 200_000_000
+# A JPEG cannot hold more pixels than this per byte of file: even a flat progressive image takes at
+# least one bit per 8x8 block (libjpeg's flattest output is ~255 pixels a byte). A file that declares
+# more is truncated or forged, and would decode to a large block of filler: refused before decoding.
+JPEG_MAX_PIXELS_PER_BYTE = 2048
+
+# --- the temporaries of this process ---------------------------------------------------------
+
+_temporaries: dict[Path, int | None] = {}  # path -> fd holding its lock (None for folders)
+# Reentrant: the signal handler (runner) runs remove_temporaries in the main thread, possibly while
+# that thread is inside register/unregister holding the lock.
+_temporaries_lock = threading.RLock()
+
+
+def register_temporary(path: str | os.PathLike, fd: int | None = None) -> None:
+    """Note a temporary file or folder that :func:`remove_temporaries` deletes on interruption."""
+    with _temporaries_lock:
+        _temporaries[Path(path)] = fd
+
+
+def unregister_temporary(path: str | os.PathLike) -> None:
+    with _temporaries_lock:
+        _temporaries.pop(Path(path), None)
+
+
+def remove_temporaries() -> list[Path]:
+    """Delete every registered temporary (an interrupted step); returns those that existed."""
+    with _temporaries_lock:
+        items = list(_temporaries)
+        _temporaries.clear()
+    removed = []
+    for path in items:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # best effort: the next run's sweep gets it
+    return removed
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore (a brief window, at worst a 0644 file)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode an ordinary ``open()``/``mkdir()`` would give under the current umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def make_temp_dir(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Path:
+    """A registered temporary folder beside ``target`` (``.<name>.<random><suffix>``), umask's mode."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    register_temporary(tmp)
+    os.chmod(tmp, default_mode(directory=True))
+    return tmp
+
+
+def _lock_nowait(fd: int) -> bool:
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def sweep_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the stale temporaries of ``path`` (``.<name>.*.tmp`` beside it) that a killed run left.
+
+    One that another process is writing holds its lock and is left alone; so is any of this process.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    with _temporaries_lock:
+        ours = set(_temporaries)
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{TMP_SUFFIX}"):
+        if tmp in ours or tmp.is_symlink():
+            continue
+        if tmp.is_dir():
+            continue  # folders (make_temp_dir) are swept by their owners, which know when they are stale
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock_nowait(fd) and os.fstat(fd).st_ino == os.stat(tmp).st_ino:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    The temporary is registered (removed if the step is interrupted) and locked while in use; stale
+    temporaries of ``path`` from a killed run are swept first. The result has the umask's mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    sweep_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     tmp_path = Path(tmp)
+    register_temporary(tmp_path, fd)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, default_mode())
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
+        unregister_temporary(tmp_path)
+        with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -114,24 +252,108 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
             shutil.rmtree(old)
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
+    unregister_temporary(tmp_dir)
     if old is not None:
         shutil.rmtree(old)
 
 
-def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Read an image with OpenCV; a missing, truncated or non-image file is a one-line error.
+# --- images -----------------------------------------------------------------------------------
 
-    OpenCV silently decodes the readable part of a truncated JPEG, so the file's end-of-image
-    marker is checked as well.
+class UnreadableImage(InstanceSearchError):
+    """An image file that cannot be used; ``reason`` is the short cause (for lists of many files),
+    ``detail`` the decoder's own words (in the message of one file)."""
+
+    def __init__(self, path: Path, reason: str, what_to_do: str, detail: str = ""):
+        super().__init__(f"{path}: {reason}{f' ({detail})' if detail else ''}; {what_to_do}")
+        self.path, self.reason, self.detail = path, reason, detail
+
+
+_REPLACE = "replace the file or list it as corrupt"
+_JPEG_MAGIC, _PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [""])[0].strip() or type(exc).__name__
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _check_with_pil(path: Path, data: np.ndarray) -> None:
+    """Header size first (nothing allocated), then the decoder's own verdict on the whole file.
+
+    JPEG: a reduced-size decode (1/8 scale) that still reads every byte of every scan, so a
+    truncated file fails (``LOAD_TRUNCATED_IMAGES`` off) while bytes after the end marker do not
+    matter. PNG: every chunk's CRC up to IEND (OpenCV then decodes the pixels and fails on an
+    incomplete image stream). Other formats: the header only.
+    """
+    from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin
+
+    head = data[:8].tobytes()
+    fp = io.BytesIO(data.tobytes())
+    kind = "JPEG" if head.startswith(_JPEG_MAGIC) else "PNG" if head.startswith(_PNG_MAGIC) else None
+    limit = MAX_PIXELS
+    try:
+        if kind == "JPEG":  # the plugin class itself: Pillow's own bomb limit (~179 MP) is not ours
+            im = JpegImagePlugin.JpegImageFile(fp)
+        elif kind == "PNG":
+            im = PngImagePlugin.PngImageFile(fp)
+        else:
+            limit = min(MAX_PIXELS, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else MAX_PIXELS
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(fp)
+    except Image.DecompressionBombError:
+        raise UnreadableImage(path, f"too many pixels (limit {limit})", "downscale the image or leave it out") from None
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(path, "not a readable image", _REPLACE) from None
+    except Exception as exc:  # a decoder's verdict on hostile bytes: any error means unreadable
+        raise UnreadableImage(path, "not a readable image", _REPLACE, _first_line(exc)) from None
+    with im:
+        width, height = im.size
+        if width * height > limit:
+            raise UnreadableImage(path, f"too many pixels (limit {limit}): {width}x{height}",
+                                  "downscale the image or leave it out")
+        if width <= 0 or height <= 0:
+            raise UnreadableImage(path, "not a readable image", _REPLACE, f"size {width}x{height}")
+        if kind == "JPEG" and width * height > JPEG_MAX_PIXELS_PER_BYTE * data.size:
+            raise UnreadableImage(path, "truncated or corrupt JPEG", _REPLACE,
+                                  f"{width}x{height} pixels declared in {data.size} bytes")
+        if kind is None:
+            return
+        if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone switched Pillow's check off for the process
+            raise InstanceSearchError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated images "
+                                      "would pass unnoticed: leave it False")
+        try:
+            if kind == "JPEG":
+                im.draft("L", (1, 1))
+                im.load()
+            else:
+                im.verify()
+        except Exception as exc:
+            raise UnreadableImage(path, f"truncated or corrupt {kind}", _REPLACE, _first_line(exc)) from None
+
+
+def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Read an image with OpenCV; a missing, truncated, oversized or non-image file is a one-line error.
+
+    Pillow checks the file first (:func:`_check_with_pil`): its header for the size (more than
+    :data:`MAX_PIXELS` is refused before any decoding) and its decoder for truncation, which
+    OpenCV does not report in every version. The pixels are OpenCV's.
     """
     path = Path(path)
     if not path.is_file():
         raise InstanceSearchError(f"{path}: image not found; check the dataset folder")
-    data = np.fromfile(path, dtype=np.uint8)
-    if path.suffix.lower() in (".jpg", ".jpeg") and (data.size < 4 or data[-2:].tobytes() != b"\xff\xd9"
-                                                    and b"\xff\xd9" not in data[-64:].tobytes()):
-        raise InstanceSearchError(f"{path}: truncated or corrupt JPEG (no end-of-image marker); replace the file or list it as corrupt")
-    image = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise UnreadableImage(path, "cannot read the file", "check its permissions", str(exc.strerror or exc)) from None
+    if data.size == 0:
+        raise UnreadableImage(path, "not a readable image", _REPLACE, "empty file")
+    _check_with_pil(path, data)
+    try:
+        image = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:
+        raise UnreadableImage(path, "not a readable image", _REPLACE, _first_line(exc)) from None
     if image is None or image.size == 0:
-        raise InstanceSearchError(f"{path}: not a readable image; replace the file or list it as corrupt")
+        raise UnreadableImage(path, "not a readable image", _REPLACE)
     return image

@@ -2,7 +2,7 @@
 
 ``datasets.<name>.distractors: data/revisitop1m`` (optional, off by default): the fetch step
 downloads that registry dataset (its folder name) with a disk-space check before the first byte, and
-prepare appends every ``*.jpg`` under the folder to the database, after the dataset's own images and
+prepare appends every image (``.jpg``, ``.jpeg``, ``.png``, any case) under the folder to the database, after the dataset's own images and
 before its query-only images. They are never positives, so the ground truth's labels are unchanged.
 """
 
@@ -15,13 +15,16 @@ from pathlib import Path
 
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth, Image
-from .oxford import scan_images
+from .oxford import resolve_unreadable, scan_images
 
 log = logging.getLogger(__name__)
 
 
-def add_distractors(gnd: GroundTruth, folder: str | os.PathLike) -> GroundTruth:
-    extra = scan_images(folder)  # decodes each image for its size: minutes for a million
+def add_distractors(gnd: GroundTruth, folder: str | os.PathLike, *, skip_unreadable: bool = False) -> GroundTruth:
+    """``skip_unreadable``: leave out unreadable distractors (never positives), counted in the log."""
+    bad: dict = {}
+    extra = scan_images(folder, unreadable=bad)  # decodes each image for its size: minutes for a million
+    resolve_unreadable(bad, (), skip_unreadable, folder, gnd.dataset)
     rel = Path(os.path.relpath(folder, gnd.root)).as_posix()
     own = {im.name for im in gnd.images}
     clash = next((im.name for im in extra if im.name in own), None)

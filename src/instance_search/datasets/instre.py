@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 import numpy as np
 import scipy.io
 
 from ..errors import InstanceSearchError
-from ..groundtruth import GroundTruth, Query, check_counts, check_expected
-from .oxford import clip_box, describe_images
+from ..groundtruth import GroundTruth, Query, check_expected
+from .oxford import check_counts_before, clip_box, describe_images, inside_root, resolve_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,13 @@ def _box(value, box_format: str, path: Path, where: str) -> tuple[float, float, 
 
 
 def load_instre(name: str, images_dir: str | os.PathLike, gnd_mat: str | os.PathLike, *,
-                box_format: str = "xywh", expect: Mapping[str, int] | None = None) -> GroundTruth:
-    """INSTRE into the normalised ground truth: database = imlist, then the query-only images."""
+                box_format: str = "xywh", expect: Mapping[str, int] | None = None,
+                skip_unreadable: bool = False) -> GroundTruth:
+    """INSTRE into the normalised ground truth: database = imlist, then the query-only images.
+
+    Every image path of the .mat must lie inside ``images_dir`` (no absolute path, no ``..``).
+    ``skip_unreadable``: leave out unreadable database images that are no query's positive.
+    """
     if box_format not in BOX_FORMATS:
         raise InstanceSearchError(f"params.yaml: key datasets.{name}.box_format: {box_format!r} is not one of {list(BOX_FORMATS)}")
     root, path = Path(images_dir), Path(gnd_mat)
@@ -103,24 +108,36 @@ def load_instre(name: str, images_dir: str | os.PathLike, gnd_mat: str | os.Path
                    expect, str(path), name)
     if not root.is_dir():
         raise InstanceSearchError(f"{root}: image folder not found; download and unpack INSTRE first")
-    missing = [p for p in (*imlist, *qimlist) if not (root / p).is_file()]
+    files = [inside_root(root, p, path) for p in (*imlist, *qimlist)]  # nothing outside the folder, ever
+    missing = [p for p, f in zip((*imlist, *qimlist), files) if not f.is_file()]
     if missing:
         raise InstanceSearchError(
             f"{path}: image {missing[0]} not found under {root} ({len(missing)} missing); unpack INSTRE there")
-    # Names keep the folder (INSTRE file names repeat across classes: 001.jpg, ...).
-    images = describe_images(root, ((str(Path(p).with_suffix("")), root / p) for p in (*imlist, *qimlist)))
     n = len(imlist)
+    wheres = [f"query {i + 1} ({qpath})" for i, qpath in enumerate(qimlist)]
+    positives = [_indices(g["ok"], n, path, where) for g, where in zip(gnd, wheres)]
+    boxes = [_box(g["bbx"], box_format, path, where) for g, where in zip(gnd, wheres)]
+    # Names keep the folder (INSTRE file names repeat across classes: 001.jpg, ...).
+    names = [str(PurePosixPath(str(p).replace("\\", "/")).with_suffix("")) for p in (*imlist, *qimlist)]
+    bad: dict = {}
+    images = describe_images(root, zip(names, files), unreadable=bad, source=path)
+    protected = set(names[n:]) | {names[j] for ids in positives for j in ids}
+    dropped = resolve_unreadable(bad, protected, skip_unreadable, root, name)
+    new_index = {}  # database index in imlist -> in the kept database
+    for j in range(n):
+        if names[j] not in dropped:
+            new_index[j] = len(new_index)
+    n_kept = len(new_index)
     queries = []
-    for i, (qpath, g) in enumerate(zip(qimlist, gnd)):
-        where = f"query {i + 1} ({qpath})"
-        image = images[n + i]
+    for i, (ids, box, where) in enumerate(zip(positives, boxes, wheres)):
+        image = images[n_kept + i]
         try:
-            box = clip_box(path, _box(g["bbx"], box_format, path, where), image)
+            box = clip_box(path, box, image)
         except InstanceSearchError as exc:
             raise InstanceSearchError(f"{exc} ({where}; if every box fails, check datasets.{name}.box_format)") from None
-        queries.append(Query(name=image.name, image=n + i, box=box, good=_indices(g["ok"], n, path, where)))
-    result = GroundTruth(dataset=name, root=root.as_posix(), images=images, n_database=n, queries=queries)
+        queries.append(Query(name=image.name, image=n_kept + i, box=box, good=tuple(new_index[j] for j in ids)))
+    result = GroundTruth(dataset=name, root=root.as_posix(), images=images, n_database=n_kept, queries=queries)
     result.validate(str(path))
-    check_counts(result, expect, str(path))
-    log.info("%s: %d database images, %d query images and queries", name, n, len(queries))
+    check_counts_before(result, expect, str(path), dropped)
+    log.info("%s: %d database images, %d query images and queries", name, n_kept, len(queries))
     return result

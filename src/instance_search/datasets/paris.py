@@ -27,6 +27,8 @@ CORRUPT = tuple(f"paris_{name}" for name in (
 
 
 def load_paris(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathLike, *,
-               skip: Iterable[str] = (), expect: Mapping[str, int] | None = None) -> GroundTruth:
+               skip: Iterable[str] = (), expect: Mapping[str, int] | None = None,
+               skip_unreadable: bool = False) -> GroundTruth:
     """Paris6k into the normalised ground truth; ``skip`` adds names to the 20 known-corrupt ones."""
-    return load_oxford(name, images_dir, gt_dir, skip=(*CORRUPT, *skip), expect=expect)
+    return load_oxford(name, images_dir, gt_dir, skip=(*CORRUPT, *skip), expect=expect,
+                       skip_unreadable=skip_unreadable)

@@ -35,8 +35,9 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import InstanceSearchError
-from ..groundtruth import GroundTruth, Labels, Query, check_counts, check_expected
-from .oxford import clip_box, describe_images, index_images
+from ..groundtruth import GroundTruth, Labels, Query, check_expected
+from .oxford import (check_counts_before, clip_box, describe_images, index_images, resolve_unreadable,
+                     strip_image_suffix)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _names(data: dict, key: str, path: Path) -> list[str]:
     names = list(data[key]) if isinstance(data[key], (list, tuple, np.ndarray)) else None
     if not names or not all(isinstance(n, str) and n for n in names):
         raise InstanceSearchError(f"{path}: {key} must be a non-empty list of image names")
-    names = [n[:-4] if n.lower().endswith(".jpg") else n for n in names]
+    names = [strip_image_suffix(n) for n in names]
     seen = set()
     for n in names:
         if n in seen:
@@ -109,8 +110,12 @@ def _protocols(easy, hard, junk) -> tuple[tuple[str, Labels], ...]:
 
 
 def load_revisited(name: str, images_dir: str | os.PathLike, gnd_pkl: str | os.PathLike, *,
-                   expect: Mapping[str, int] | None = None) -> GroundTruth:
-    """ROxford5k / RParis6k into the normalised ground truth with its three protocols."""
+                   expect: Mapping[str, int] | None = None, skip_unreadable: bool = False) -> GroundTruth:
+    """ROxford5k / RParis6k into the normalised ground truth with its three protocols.
+
+    ``skip_unreadable``: leave out unreadable database images that are no query's easy or hard image
+    (junk ones are dropped from the junk lists); query images are never left out.
+    """
     path = Path(gnd_pkl)
     data = _read_pickle(path)
     imlist, qimlist = _names(data, "imlist", path), _names(data, "qimlist", path)
@@ -137,7 +142,18 @@ def load_revisited(name: str, images_dir: str | os.PathLike, gnd_pkl: str | os.P
     if missing:
         raise InstanceSearchError(
             f"{path}: image {missing[0]} not found under {images_dir} ({len(missing)} missing); unpack the images there")
-    images = describe_images(images_dir, ((im, found[im]) for im in (*imlist, *query_only)))
+    bad: dict = {}
+    images = describe_images(images_dir, ((im, found[im]) for im in (*imlist, *query_only)), unreadable=bad,
+                             source=path)
+    protected = set(qimlist) | {imlist[j] for easy, hard, _ in labels for j in (*easy, *hard)}
+    dropped = resolve_unreadable(bad, protected, skip_unreadable, images_dir, name)
+    if dropped:  # database indices move up past the images left out; junk entries of those go
+        new_index = {}
+        for j, im in enumerate(imlist):
+            if im not in dropped:
+                new_index[j] = len(new_index)
+        labels = [tuple(tuple(new_index[j] for j in ids if j in new_index) for ids in lists) for lists in labels]
+        n = len(new_index)
     index = {im.name: k for k, im in enumerate(images)}
     queries = []
     for i, (qname, g, (easy, hard, junk)) in enumerate(zip(qimlist, gnd, labels)):
@@ -156,7 +172,7 @@ def load_revisited(name: str, images_dir: str | os.PathLike, gnd_pkl: str | os.P
                              protocols=_protocols(easy, hard, junk)))
     result = GroundTruth(dataset=name, root=Path(images_dir).as_posix(), images=images, n_database=n, queries=queries)
     result.validate(str(path))
-    check_counts(result, expect, str(path))
+    check_counts_before(result, expect, str(path), dropped)
     log.info("%s: %d database images, %d query-only images, %d queries (protocols %s)",
              name, n, len(query_only), len(queries), "/".join(PROTOCOLS))
     return result

@@ -28,7 +28,8 @@ EVALUATED_HALF = "test"
 
 
 def load_sculptures(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathLike, *,
-                    half: str = EVALUATED_HALF, expect: Mapping[str, int] | None = None) -> GroundTruth:
+                    half: str = EVALUATED_HALF, expect: Mapping[str, int] | None = None,
+                    skip_unreadable: bool = False) -> GroundTruth:
     """One half of Sculptures6k (default: the test half the literature reports) as its own dataset."""
     if half not in HALVES:
         raise InstanceSearchError(f"params.yaml: key datasets.{name}.half: {half!r} is not one of {list(HALVES)}")
@@ -38,4 +39,4 @@ def load_sculptures(name: str, images_dir: str | os.PathLike, gt_dir: str | os.P
             raise InstanceSearchError(
                 f"{folder}: folder of the {half} half not found; unpack Sculptures6k so that the {what} of "
                 f"each half lie in {Path(folder).parent}/<train|test>/")
-    return load_oxford(name, images, gt, expect=expect)
+    return load_oxford(name, images, gt, expect=expect, skip_unreadable=skip_unreadable)

@@ -1,8 +1,10 @@
 """Where every real dataset comes from, and :func:`fetch_dataset`, which makes it present on disk.
 
 The registry is data: per dataset, its archives with their addresses (the official one first, then
-mirrors), what they hold and whether they are unpacked. :func:`fetch_dataset` downloads, verifies
-against the lock file and unpacks them into ``<raw>/<dataset>/``:
+mirrors; https wherever the host is known to serve it), what they hold and whether they are
+unpacked. The download tries the https addresses first, then the plain http ones, each group in this
+order. :func:`fetch_dataset` downloads, verifies against the lock file and unpacks them into
+``<raw>/<dataset>/``:
 
     <raw>/<dataset>/<filename>          the archive as published (a manual copy goes here too)
     <raw>/<dataset>/<folder>/           its members, for archives that are unpacked
@@ -10,6 +12,10 @@ against the lock file and unpacks them into ``<raw>/<dataset>/``:
 
 A second run with everything present and verified does no network I/O. Sizes are rough estimates
 for the disk-space check that runs before the first byte is fetched.
+
+The lock file is the authority on the bytes: a first download records the archive's sha256 there
+(and says in one log line that the lock changed and should be committed); with ``frozen`` (CI) an
+archive the lock has no sha256 for is refused before any byte is fetched, whatever its address.
 """
 
 from __future__ import annotations
@@ -57,10 +63,13 @@ class Dataset:
 
 _OX = "https://www.robots.ox.ac.uk/~vgg/data"
 _THOR = "https://thor.robots.ox.ac.uk/datasets"
-_REVISITOP = "http://cmp.felk.cvut.cz/revisitop/data/datasets"
+# cmp.felk.cvut.cz and ftp.irisa.fr serve the same paths over https (other public download code uses
+# these https addresses; not re-checked from this machine, which has no network): the lock checks the bytes.
+_REVISITOP = "https://cmp.felk.cvut.cz/revisitop/data/datasets"
+# https not confirmed for ptak.felk.cvut.cz: left as published (plain http; the lock checks the bytes).
 _R1M = "http://ptak.felk.cvut.cz/revisitop/revisitop1m"
 # The texmex server also answers FTP (ftp://ftp.irisa.fr/local/texmex/corpus/instre/) for manual copies.
-_TEXMEX = "http://ftp.irisa.fr/local/texmex/corpus/instre"
+_TEXMEX = "https://ftp.irisa.fr/local/texmex/corpus/instre"
 
 
 def _ox(name: str, thor: str, filename: str, kind: str, est: int) -> Archive:
@@ -91,6 +100,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
     # INSTRE-S1/, INSTRE-S2/, INSTRE-M/ under instre/; the authors' rar nests them in INSTRE_release/.
     Dataset("instre", (
         Archive("instre.tar.gz", (f"{_TEXMEX}/instre.tar.gz",), "images", True, 2300 * MB, folder="instre",
+                # a bare IP address: no certificate to check, so plain http (the lock checks the bytes)
                 fallback=Archive("INSTRE_release.rar", ("http://123.57.42.89/Dataset_ict/INSTRE/INSTRE_release.rar",),
                                  "images", True, 2300 * MB, folder="instre", strip=1)),
         Archive("gnd_instre.mat", (f"{_TEXMEX}/gnd_instre.mat",), "groundtruth", False, 1 * MB),
@@ -101,7 +111,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
         Archive("sculptures6k.tar.gz", (f"{_OX}/sculptures6k/sculptures6k.tar.gz",), "images", True, 2500 * MB),
         Archive("sculptures6k_gt.tar.gz", (f"{_OX}/sculptures6k/sculptures6k_gt.tar.gz",), "groundtruth", True, 1 * MB),
     )),
-    # full/ukbenchNNNNN.jpg (and thumbnails/); the authors' page is gone, the Internet Archive keeps it.
+    # full/ukbenchNNNNN.jpg (and thumbnails/); the authors' page is gone, the Internet Archive keeps it
+    # (https, so tried first; the official address is plain http and its https is not confirmed).
     Dataset("ukbench", (
         Archive("ukbench.zip", ("http://vis.uky.edu/~stewe/ukbench/ukbench.zip",
                                 "https://archive.org/download/ukbench/ukbench.zip"), "images", True, 2100 * MB),
@@ -152,13 +163,15 @@ def _check_space(ds: Dataset, ddir: Path, lock: dict, keep_archives: bool) -> No
 
 
 def _fetch_one(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_archive: bool,
-               net: dict) -> dict:
+               net: dict, frozen: bool = False) -> dict:
     """Make one archive present and verified (downloading it if needed), unpacked when it should be."""
     key = f"{ds.name}/{archive.filename}"
     dest = ddir / archive.filename
     locks = ddir.parent / ".locks"  # beside the datasets, so that jobs sharing a disk see each other's
     with dl.file_lock(locks / f"{ds.name}--{archive.filename}.lock"):
         expected = _expected(dl.read_lock(lock_path), ds, archive)
+        if not expected and frozen:  # before any byte: the lock alone says what to trust
+            raise dl.frozen_error(dest, key, lock_path)
         if dest.exists():
             sha = dl.sha256_file(dest)
             if expected and sha != expected:
@@ -175,20 +188,27 @@ def _fetch_one(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_
                       marker={"archive": archive.filename, "sha256": sha})
         if not expected:  # first use: only now, verified and unpacked, does its hash become the reference
             dl.record_lock(lock_path, key, sha, dest.stat().st_size, mutex_dir=locks)
-            log.info("%s: recorded sha256 %s of %s in %s", ds.name, sha, archive.filename, lock_path)
+            dl.log_lock_changed(lock_path, key, sha)
         if archive.unpack and not keep_archive and dest.exists():
             dest.unlink()
     return {"filename": archive.filename, "kind": archive.kind, "sha256": sha, "folder": archive.target}
 
 
 def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_archive: bool,
-                         net: dict) -> dict:
+                         net: dict, frozen: bool = False) -> dict:
     fb = archive.fallback
     lock = dl.read_lock(lock_path)
+    if fb is not None and frozen:  # frozen: only a release the lock vouches for is fetched
+        locked = [a for a in (archive, fb) if _expected(lock, ds, a)]
+        if not locked:
+            raise dl.frozen_error(ddir / archive.filename, f"{ds.name}/{archive.filename} (nor its other release "
+                                  f"{ds.name}/{fb.filename})", lock_path)
+        if len(locked) == 1:
+            return _fetch_one(ds, locked[0], ddir, lock_path, keep_archive, net, frozen)
     if fb is None or _present(archive, ddir, _expected(lock, ds, archive)) \
             or not _present(fb, ddir, _expected(lock, ds, fb)):
         try:
-            return _fetch_one(ds, archive, ddir, lock_path, keep_archive, net)
+            return _fetch_one(ds, archive, ddir, lock_path, keep_archive, net, frozen)
         except dl.DownloadError as exc:
             if fb is None:
                 raise
@@ -197,7 +217,7 @@ def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: P
     else:
         first = None  # a copy of the other release is already here: use it without network
     try:
-        return _fetch_one(ds, fb, ddir, lock_path, keep_archive, net)
+        return _fetch_one(ds, fb, ddir, lock_path, keep_archive, net, frozen)
     except dl.DownloadError as exc:
         if first is None:
             raise
@@ -210,22 +230,23 @@ def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: P
 def fetch_dataset(name: str, raw_dir: str | os.PathLike, lock_path: str | os.PathLike, *,
                   keep_archives: bool = True, with_requires: bool = True,
                   registry: Mapping[str, Dataset] = DATASETS, attempts: int = 5, base_delay: float = 2.0,
-                  timeout: float = 60.0, session: requests.Session | None = None) -> dict:
+                  timeout: float = 60.0, session: requests.Session | None = None, frozen: bool = False) -> dict:
     """Download, verify and unpack every archive of dataset ``name`` into ``<raw_dir>/<name>/``.
 
     Datasets it requires (the images of the revisited ones) are fetched first, into their own
     folders. Returns the manifest, also written atomically to ``<raw_dir>/<name>/manifest.json``.
+    ``frozen``: refuse every archive the lock file has no sha256 for (nothing is trusted on first use).
     """
     ds = _dataset(name, registry)
     if with_requires:
         for other in ds.requires:
             fetch_dataset(other, raw_dir, lock_path, keep_archives=keep_archives, registry=registry,
-                          attempts=attempts, base_delay=base_delay, timeout=timeout, session=session)
+                          attempts=attempts, base_delay=base_delay, timeout=timeout, session=session, frozen=frozen)
     ddir = Path(raw_dir) / name
     lock_path = Path(lock_path)
     _check_space(ds, ddir, dl.read_lock(lock_path), keep_archives)
     net = {"attempts": attempts, "base_delay": base_delay, "timeout": timeout, "session": session}
-    entries = [_fetch_with_fallback(ds, a, ddir, lock_path, keep_archives, net) for a in ds.archives]
+    entries = [_fetch_with_fallback(ds, a, ddir, lock_path, keep_archives, net, frozen) for a in ds.archives]
     manifest = {"dataset": name, "requires": list(ds.requires), "archives": entries}
     if dl.read_marker_file(ddir / "manifest.json") != manifest:  # unchanged: keep its date for make-like tools
         io.write_json(ddir / "manifest.json", manifest)

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,7 +322,10 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    for stale in out_dir.parent.glob(f".{io.glob_escape(out_dir.name)}.*.tmp"):  # left by a killed run
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = io.make_temp_dir(out_dir)  # registered (removed on SIGTERM), the umask's mode (not mkdtemp's 0700)
     try:
         (tmp / "jpg").mkdir()
         (tmp / "gt").mkdir()
@@ -351,6 +353,7 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
         io.replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        io.unregister_temporary(tmp)
         raise
     log.info("%s: %d objects x %d views (%s) + %d distractors", out_dir, objects, views,
              ", ".join(f"{k} {v}" for k, v in counts.items()), distractors)

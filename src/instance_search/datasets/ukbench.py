@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth, Query
-from .oxford import scan_images
+from .oxford import resolve_unreadable, scan_images
 
 GROUP = 4
 BY_NAME = "by-name"  # groundtruth value: groups from the file numbers (the full 10,200-image release)
@@ -34,8 +34,12 @@ def _read_groups(path: Path) -> dict[str, str]:
     return groups
 
 
-def load_ukbench(name: str, images_dir: str | os.PathLike, groundtruth_csv: str | os.PathLike) -> GroundTruth:
-    images = scan_images(images_dir)
+def load_ukbench(name: str, images_dir: str | os.PathLike, groundtruth_csv: str | os.PathLike, *,
+                 skip_unreadable: bool = False) -> GroundTruth:
+    """Every image is a query and a positive, so an unreadable one is always an error (all named at once)."""
+    bad: dict = {}
+    images = scan_images(images_dir, unreadable=bad)
+    resolve_unreadable(bad, bad, skip_unreadable, images_dir, name)
     if str(groundtruth_csv) == BY_NAME:
         try:
             groups = {im.name: str(int(im.name.removeprefix("ukbench")) // GROUP) for im in images}

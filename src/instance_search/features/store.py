@@ -6,9 +6,12 @@ Layout of a finished store (a folder)::
     shard-00000.npz      xy float32 (n, 2) pixel positions, desc (n, D), offsets int64 (m + 1)
     ...
 
-Shards are written into ``<out>.partial/`` first; a restarted extraction keeps the shards already
-there when its config (parameters and image list) is unchanged, and the folder is renamed onto
-``<out>`` only when every shard exists, so an interrupted run never looks finished.
+Shards are written into ``<out>.partial/`` first, each recorded (name, bytes, mtime) in its
+``shards.json`` once written; a restarted extraction keeps the recorded shards whose size and time
+still match when its config (parameters and image list) is unchanged, and extracts the others again.
+Only when every shard exists are the manifest's shards (nothing else of the ``.partial`` folder:
+no stray file changes the output's hash) moved into a fresh folder that then replaces ``<out>``, so
+an interrupted run never looks finished.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InstanceSearchError
-from ..io import load_npz, read_json, replace_dir, save_npz, write_json
+from ..io import glob_escape, load_npz, make_temp_dir, read_json, replace_dir, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,29 @@ ExtractFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
 BatchExtractFn = Callable[[range], list[tuple[np.ndarray, np.ndarray]]]
 
 
+PROGRESS = "shards.json"  # in <out>.partial: {shard name: {"bytes": ..., "mtime_ns": ...}} of finished shards
+
+
 def _shard_name(s: int) -> str:
     return f"shard-{s:05d}.npz"
+
+
+def _read_progress(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finished(path: Path, entry) -> bool:
+    """A shard written by an earlier run and recorded then, unchanged since (size and time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (isinstance(entry, dict) and path.is_file() and st.st_size == entry.get("bytes")
+            and st.st_mtime_ns == entry.get("mtime_ns"))
 
 
 def config_digest(config: dict) -> str:
@@ -54,6 +78,9 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     """
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
+    for stale in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.*.tmp"):  # a finishing folder of a killed run
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     digest = config_digest(config)
     stamp = partial / "config.json"
     if partial.exists() and (not stamp.is_file() or read_json(stamp).get("digest") != digest):
@@ -63,35 +90,52 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     write_json(stamp, {"digest": digest, "config": config})
 
     n_shards = (n_images + shard_size - 1) // shard_size
-    done = sum((partial / _shard_name(s)).is_file() for s in range(n_shards))
-    if done:
-        log.info("resuming: %d of %d shards already extracted", done, n_shards)
+    names = [_shard_name(s) for s in range(n_shards)]
+    progress = _read_progress(partial / PROGRESS)
+    progress = {name: progress.get(name) for name in names if _finished(partial / name, progress.get(name))}
+    if progress:
+        log.info("resuming: %d of %d shards already extracted", len(progress), n_shards)
     dim, dtype, total = None, None, 0
     with tqdm(total=n_images, desc=desc, unit="img", mininterval=5) as bar:
         for s in range(n_shards):
-            path = partial / _shard_name(s)
+            path = partial / names[s]
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
-            if not path.is_file():
+            if names[s] not in progress:
                 if batched:
                     xys, descs = zip(*extract(range(lo, hi)))
                 else:
-                    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+                    try:
                         xys, descs = zip(*pool.map(extract, range(lo, hi)))
+                    finally:  # interrupted: do not wait for the shard's queued images
+                        pool.shutdown(wait=True, cancel_futures=True)
                 counts = np.array([len(x) for x in xys], dtype=np.int64)
                 save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
                          desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))
+                st = path.stat()
+                progress[names[s]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+                write_json(partial / PROGRESS, progress)
             with np.load(path) as shard:
                 dim, dtype = shard["desc"].shape[1], str(shard["desc"].dtype)
                 total += int(shard["offsets"][-1])
             bar.update(hi - lo)
             if (s + 1) % 10 == 0 or s + 1 == n_shards:
                 log.info("%d/%d shards", s + 1, n_shards)
-    write_json(partial / "manifest.json", {
+    manifest = {
         "n_images": n_images, "shard_size": shard_size, "n_shards": n_shards,
         "dim": dim, "dtype": dtype, "n_features": total, "config": config,
-    })
-    stamp.unlink()
-    replace_dir(partial, out_dir)
+    }
+    # The finished store holds the manifest's shards and the manifest, nothing else of .partial. The
+    # shards are linked (moved where links are not possible), so an interruption here loses none.
+    final = make_temp_dir(out_dir)
+    for name in names:
+        try:
+            os.link(partial / name, final / name)
+        except OSError:
+            os.replace(partial / name, final / name)
+    write_json(final / "manifest.json", manifest)
+    replace_dir(final, out_dir)
+    shutil.rmtree(partial)
     log.info("%s: %d features of %d images", out_dir, total, n_images)
 
 
