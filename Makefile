@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test browser bench bench-codebook clean
+.PHONY: install demo test browser bench bench-codebook clean dvc-yaml
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	    || echo "chromium could not be installed: the browser test will skip"; \
 	else echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"; fi
+
+# dvc.yaml is generated from the Snakemake rules; run this after changing a rule file.
+dvc-yaml: install
+	python workflow/dvc_yaml.py
 
 bench: install
 	python benchmarks/rerank_speed.py

@@ -1,8 +1,9 @@
 # The instance-search workflow. Run from the repository root:
-#     snakemake --cores 8 --resources gpu=1        (the default profile, workflow/profiles/default)
-#     snakemake --profile workflow/profiles/full   (every dataset, the papers' settings: params-full.yaml)
-# Every step is a command `python workflow/scripts/<step>.py --params params.yaml ...`; dvc.yaml
-# lists the very same commands, inputs, outputs and parameters (tests/test_workflow_definitions.py).
+#     snakemake --cores 8 --resources gpu=1        (the default profile, profiles/default)
+#     snakemake --profile profiles/full            (every dataset, the papers' settings: params-full.yaml)
+# Every step is a command `python workflow/scripts/<step>.py --params params.yaml --<name> <path> ...`
+# whose arguments are the rule's named inputs, outputs and wildcards (workflow/rules/common.smk);
+# dvc.yaml is generated from these rules (make dvc-yaml), never edited.
 from snakemake.utils import min_version, validate
 
 min_version("8.20")
@@ -11,15 +12,15 @@ min_version("8.20")
 configfile: "params.yaml"
 
 
-report: "report/workflow.rst"  # snakemake --report results/report.html: the tables and figures, captioned
+report: "workflow/report/workflow.rst"  # snakemake --report results/report.html: tables and figures, captioned
 
 
-include: "rules/common.smk"
+include: "workflow/rules/common.smk"
 
 
 PARAMS = params_file(workflow)  # what every step reads: params.yaml, or a profile's complete file
 check_config_is_params_file(config, PARAMS)  # the scripts read it themselves: no --config overrides
-validate(config, "schemas/params.schema.json")
+validate(config, "workflow/schemas/params.schema.json")
 check_run_datasets(config)
 
 
@@ -50,10 +51,11 @@ rule all:
         ),
 
 
-include: "rules/data.smk"
-include: "rules/features.smk"
-include: "rules/codebook.smk"
-include: "rules/encode.smk"
-include: "rules/search.smk"
-include: "rules/evaluate.smk"
-include: "rules/report.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/codebook.smk"
+include: "workflow/rules/encode.smk"
+include: "workflow/rules/search.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/dvc.smk"

@@ -1,5 +1,5 @@
-"""Speed of the blcf vocabulary: faiss k-means (codebook.train) against scikit-learn's MiniBatchKMeans
-at equal iterations, and nearest-word assignment (codebook.Assigner), at the paper's scale.
+"""Speed of the blcf vocabulary: faiss k-means (vocabulary.train) against scikit-learn's MiniBatchKMeans
+at equal iterations, and nearest-word assignment (vocabulary.Assigner), at the paper's scale.
 
 Input: N = 1M random but structured D = 512 float32 features (a seeded mixture of 2000 Gaussians,
 rectified and L2-normalised like CNN local features), k = 25,000 words. On a CPU one full Lloyd
@@ -7,7 +7,7 @@ iteration of 1M x 25k x 512 is ~26 TFLOP (minutes on two cores), so both sides r
 number of iterations (--iterations, default 2) and the time of 20 iterations (blcf.codebook
 .iterations) is extrapolated from the per-iteration times, labelled as such:
 
-- faiss: codebook.train(x, k, iterations, seed) as the pipeline calls it (random initial centres,
+- faiss: vocabulary.train(x, k, iterations, seed) as the pipeline calls it (random initial centres,
   no subsampling at 1M / 25k); per-iteration times from faiss's own iteration statistics.
 - scikit-learn: MiniBatchKMeans(k, init="random", n_init=1, max_iter=iterations, batch_size=4096,
   tol=0, max_no_improvement=None, compute_labels=False): the same number of passes over the data
@@ -18,7 +18,7 @@ number of iterations (--iterations, default 2) and the time of 20 iterations (bl
   --sklearn-cap minutes (estimated from a pilot run on a subsample), it runs on a subsample and the
   per-pass time is scaled linearly to N (cost per step is fixed, steps per pass are N / batch_size),
   which the output says.
-- assignment: codebook.Assigner over the learned centres: faiss IndexFlatL2 on the CPU; torch
+- assignment: vocabulary.Assigner over the learned centres: faiss IndexFlatL2 on the CPU; torch
   matrix products on CUDA too when a GPU is visible. Rate in features per second.
 
 Memory: the features take N * D * 4 bytes (2 GiB at 1M x 512); neither library copies them. Run from
@@ -44,7 +44,7 @@ import numpy as np
 import sklearn
 from sklearn.cluster import MiniBatchKMeans
 
-from instance_search import codebook
+from instance_search.retrieval import vocabulary
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 SEED = 0
@@ -107,12 +107,12 @@ class _Capture(faiss.Kmeans):
 
 
 def faiss_train(x: np.ndarray, k: int, iterations: int):
-    """codebook.train, timed; returns (centroids, total seconds, per-iteration seconds)."""
+    """vocabulary.train, timed; returns (centroids, total seconds, per-iteration seconds)."""
     original = faiss.Kmeans
-    faiss.Kmeans = _Capture  # codebook.train looks faiss.Kmeans up at call time
+    faiss.Kmeans = _Capture  # vocabulary.train looks faiss.Kmeans up at call time
     try:
         start = time.perf_counter()
-        centroids = codebook.train(x, k, iterations, SEED)
+        centroids = vocabulary.train(x, k, iterations, SEED)
         total = time.perf_counter() - start
     finally:
         faiss.Kmeans = original
@@ -166,8 +166,8 @@ def distortion(centroids: np.ndarray, x: np.ndarray) -> float:
 
 
 def assign_rate(centroids: np.ndarray, x: np.ndarray, device: str) -> tuple[float, float]:
-    """(features per second, seconds) of codebook.Assigner on ``device``; CUDA is warmed up first."""
-    a = codebook.Assigner(centroids, device)
+    """(features per second, seconds) of vocabulary.Assigner on ``device``; CUDA is warmed up first."""
+    a = vocabulary.Assigner(centroids, device)
     if device != "cpu":
         import torch
 
@@ -227,7 +227,7 @@ def main() -> None:
     f_mean = float(np.mean(f_iter))
     x_eval = x[:: max(1, n // args.eval_n)][: args.eval_n]
     f_dist = distortion(centroids, x_eval)
-    print(f"faiss k-means (codebook.train): {iters} iteration(s) in {fmt_s(f_total)} "
+    print(f"faiss k-means (vocabulary.train): {iters} iteration(s) in {fmt_s(f_total)} "
           f"[per iteration: {', '.join(f'{t:.1f}' for t in f_iter)} s; outside faiss's loop {f_setup:.1f} s; "
           f"{busy(f_cpu, f_total)}; "
           f"{gflop / f_mean:.0f} GFLOP/s]; mean squared distance on {len(x_eval):,} of the features {f_dist:.4f}; "
@@ -283,11 +283,11 @@ def main() -> None:
     c0 = cpu_seconds()
     rate, t = assign_rate(centroids, xa, "cpu")
     a_cpu = cpu_seconds() - c0
-    print(f"assignment (codebook.Assigner, faiss CPU): {n_assign:,} features -> {k:,} words in {fmt_s(t)}: "
+    print(f"assignment (vocabulary.Assigner, faiss CPU): {n_assign:,} features -> {k:,} words in {fmt_s(t)}: "
           f"{rate:,.0f} features/s ({2.0 * n_assign * k * dim / 1e9 / t:.0f} GFLOP/s; {busy(a_cpu, t)})", flush=True)
     if torch.cuda.is_available():
         rate_g, t_g = assign_rate(centroids, xa, "cuda")
-        print(f"assignment (codebook.Assigner, torch CUDA {torch.cuda.get_device_name(0)}): {fmt_s(t_g)}: "
+        print(f"assignment (vocabulary.Assigner, torch CUDA {torch.cuda.get_device_name(0)}): {fmt_s(t_g)}: "
               f"{rate_g:,.0f} features/s, x{rate_g / rate:.0f} the CPU")
 
     print()

@@ -12,13 +12,15 @@
    vectors float16 (P, C), one int64 offset), arithmetically for P proposals at each layer's dimension
    and for the COCO FPN level (256-d, 300 proposals); beside it the bytes measured on the extracted
    RegionFeatures.
-3. Filtering: ``regions.filter_rank`` of nq queries against n database image-wise vectors (synthetic,
-   non-negative with about half of the coordinates zero, as pooled post-ReLU vectors), all queries in
-   one call and one query at a time, both similarities.
-4. Re-ranking: ``regions.rerank`` of the top 100 of the filtering rankings of 3. (the first 20 queries)
-   over 300 synthetic float16 proposals per image, and the pipeline's expansion step (``regions.expand``
-   of the top 5 + ``rerank`` again), against the naive baseline: a loop over queries x images with one
-   small (1, C) x (C, 300) product per pair (``regions.similarity``), timed on a few queries and scaled
+3. Filtering: the frcnn method's ``search`` (``methods.regions.RegionMethod.search``) of nq queries
+   against n database image-wise vectors (synthetic, non-negative with about half of the coordinates
+   zero, as pooled post-ReLU vectors), all queries in one call and one query at a time, both
+   similarities.
+4. Re-ranking: the method's ``rerank`` (best proposal) of the top 100 of the filtering rankings of 3.
+   (the first 20 queries) over 300 synthetic float16 proposals per image, and the pipeline's expansion
+   step (the method's ``expand``: average over the best proposals of the top 5, then the top 100
+   re-ranked again), against the naive baseline: a loop over queries x images with one small
+   (1, C) x (C, 300) product per pair (``retrieval.similarity.scores``), timed on a few queries and scaled
    to all of them (said so in the table). The database's region features come from a pool of
    ``--distinct`` different images (image i uses pool entry i mod distinct): 5,000 x 300 x 1280 float16
    would be 3.8 GB; the pool (~380 MB at 1280-d) is still far larger than any CPU cache. Re-ranking
@@ -45,10 +47,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from instance_search import regions
+from instance_search import methods
 from instance_search.errors import InstanceSearchError
 from instance_search.features import backbones, frcnn
-from instance_search.search import SIMILARITIES
+from instance_search.methods.base import Queries
+from instance_search.methods.regions import RegionDatabase
+from instance_search.retrieval import linalg
+from instance_search.retrieval import similarity as sim
+from instance_search.retrieval.ranking import Ranking
+from instance_search.retrieval.similarity import SIMILARITIES
 from machine import hardware  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +63,7 @@ UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
 LAYER_DIMS = {"features.18": 1280, "features.17": 320}   # mobilenet_v2
 COCO_FPN_DIM, COCO_PROPOSALS = 256, 300
 ALPHA = 0.8
+METHOD = methods.get("frcnn")   # methods.regions.RegionMethod
 
 
 def machine(device: str) -> str:
@@ -143,7 +151,7 @@ def bench_extraction(args, p: dict, device: str) -> list[dict]:
         warm = min(len(paths), args.batch_size)
         frcnn.extract_images(ex, paths[:warm], dims[:warm], workers=0, **run)   # warm-up, not timed
         (got, fallbacks), t = timed(lambda: frcnn.extract_images(ex, paths, dims, workers=args.workers, **run))
-        feats = regions.RegionFeatures.from_images(got)
+        feats = frcnn.RegionFeatures.from_images(got)
         n = len(got)
         row.update(rate=n / t, seconds=t, dim=ex.dim, proposals=len(feats.boxes) / n, fallbacks=fallbacks,
                    measured=(feats.vectors.nbytes + feats.regions.nbytes + feats.boxes.nbytes + feats.offsets.nbytes) / n)
@@ -196,21 +204,53 @@ def nonneg(rng: np.random.Generator, shape, dtype=np.float32) -> np.ndarray:
     return np.maximum(rng.standard_normal(shape, dtype=np.float32), 0).astype(dtype)
 
 
+class ProposalPool:
+    """Stands in for the index's RegionFeatures: image i has the proposals of pool entry i mod distinct."""
+
+    def __init__(self, boxes: np.ndarray, regions: np.ndarray):
+        self.boxes, self.regions = boxes, regions
+
+    def image(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        j = i % len(self.regions)
+        return self.boxes[j], self.regions[j]
+
+
+def database(vectors: np.ndarray, proposals: ProposalPool | None = None) -> RegionDatabase:
+    """A RegionDatabase of synthetic image-wise vectors (and proposals), as RegionMethod.load makes it."""
+    return RegionDatabase(vectors, proposals, {}, len(vectors))
+
+
+def queries(q: np.ndarray) -> Queries:
+    """Queries whose box, whole image and box region are all the vectors q."""
+    return Queries([str(j) for j in range(len(q))], box=q, image=q, extra={"box_region": q})
+
+
+def method_params(args) -> dict:
+    """The frcnn search / rerank / expand parameters the method reads."""
+    return {"search": {"query": "ls"}, "rerank": {"candidates": args.top},
+            "expand": {"mode": "lqe", "neighbours": args.expand_top}}
+
+
+def filter_rank(q: np.ndarray, d: np.ndarray, name: str = "cosine", alpha: float = ALPHA) -> Ranking:
+    """The filtering step: RegionMethod.search (L2 both sides, dense similarity, stable sort of all)."""
+    return METHOD.search(database(d), queries(q), {"search": {"query": "ls"}}, name, alpha)
+
+
 def naive_rerank(q: np.ndarray, cand: np.ndarray, get, name: str) -> np.ndarray:
     """One query, image after image, one (1, C) x (C, P) product per pair; returns the sorted best scores."""
     best = np.empty(len(cand))
     for k, i in enumerate(cand):
         _, v = get(int(i))
-        best[k] = regions.similarity(q, v, name, ALPHA)[0].max()
+        best[k] = sim.scores(q, v, name, ALPHA)[0].max()
     return best[np.argsort(-best, kind="stable")]
 
 
 def naive_expand(q: np.ndarray, top: np.ndarray, get, name: str) -> np.ndarray:
-    total, count = regions.l2(q[None])[0], 1
+    total, count = linalg.l2(q[None])[0], 1
     for i in top:
         _, v = get(int(i))
-        s = regions.similarity(q, v, name, ALPHA)[0]
-        total = total + regions.l2(np.asarray(v[int(np.argmax(s))], np.float64)[None])[0]
+        s = sim.scores(q, v, name, ALPHA)[0]
+        total = total + linalg.l2(np.asarray(v[int(np.argmax(s))], np.float64)[None])[0]
         count += 1
     return total / count
 
@@ -237,15 +277,15 @@ def blas_limit(threads: int):
     return threadpool_limits(threads, user_api="blas")
 
 
-def bench_rerank(args, fr, fs, qr, get, name: str) -> dict:
+def bench_rerank(args, fr, fs, qr, db: RegionDatabase, name: str) -> dict:
     """Batched rerank and expansion step of the queries qr, and the naive loops on the first few, scaled."""
     top, k, nr, ns = args.top, args.expand_top, len(qr), args.naive_queries
-    (rr_ranks, rr_scores, _), t_rr = timed(
-        lambda: regions.rerank(fr, fs, qr, get, top=top, similarity=name, alpha=ALPHA))
+    p, qs, get = method_params(args), queries(qr), db.proposals.image
+    reranked, t_rr = timed(lambda: METHOD.rerank(db, qs, Ranking(fr, fs), p, name, ALPHA))
+    rr_ranks, rr_scores = reranked.ranks, reranked.scores
 
-    def expansion_step():
-        e = regions.expand(qr, rr_ranks, get, k=k, similarity=name, alpha=ALPHA)
-        return regions.rerank(rr_ranks, rr_scores, e, get, top=top, similarity=name, alpha=ALPHA)
+    def expansion_step():   # expand over the top k best proposals, then re-rank the top again
+        return METHOD.expand(db, qs, reranked, p, name, ALPHA)
 
     _, t_qe = timed(expansion_step)
     naive_scores, t_nrr = timed(lambda: [naive_rerank(qr[j], fr[j, :top], get, name) for j in range(ns)])
@@ -266,11 +306,11 @@ def bench_search(args) -> tuple[list, list]:
     nq, n, top, k = args.queries, args.database, args.top, args.expand_top
     nr = min(args.rerank_queries, nq)
     print(f"\n[3] filtering: {nq} queries x {n:,} database vectors (synthetic non-negative, ~50% zeros), "
-          f"regions.filter_rank (L2, dense product, stable argsort of all {n:,}); numpy BLAS: {blas()}",
+          f"RegionMethod.search (L2, dense product, stable argsort of all {n:,}); numpy BLAS: {blas()}",
           flush=True)
     print(f"[4] re-ranking: {nr} of those queries, top {top} of their filtering ranking x {args.proposals} synthetic "
           f"float16 proposals per image ({args.distinct} distinct images' proposals, reused mod {args.distinct}); "
-          f"expansion step = regions.expand (top {k}) + regions.rerank (top {top}); naive baseline on "
+          f"expansion step = RegionMethod.expand (top {k}, then re-rank of the top {top}); naive baseline on "
           f"{args.naive_queries} queries, scaled x{nr / args.naive_queries:g}; numpy BLAS threads "
           f"{', '.join(str(b) if b else 'default' for b in args.blas_threads)}", flush=True)
     filt, rer = [], []
@@ -281,16 +321,15 @@ def bench_search(args) -> tuple[list, list]:
         xy = rng.uniform(0, 400, (args.distinct, args.proposals, 2)).astype(np.float32)
         boxes = np.concatenate([xy, xy + rng.uniform(20, 200, xy.shape).astype(np.float32)], axis=2)
 
-        def get(i, pool=pool, boxes=boxes):
-            j = i % len(pool)
-            return boxes[j], pool[j]
+        db = database(d, ProposalPool(boxes, pool))
 
-        regions.filter_rank(q[:8], d[:256], "cosine")   # warm-up: BLAS threads, page faults
+        filter_rank(q[:8], d[:256], "cosine")   # warm-up: BLAS threads, page faults
         for name in SIMILARITIES:
-            runs = [timed(lambda: regions.filter_rank(q, d, name, ALPHA)) for _ in range(2)]  # best of 2
-            (ranks, scores), t_all = runs[0][0], min(t for _, t in runs)
+            runs = [timed(lambda: filter_rank(q, d, name, ALPHA)) for _ in range(2)]  # best of 2
+            first, t_all = runs[0][0], min(t for _, t in runs)
+            ranks, scores = first.ranks, first.scores
             n_one = min(nq, args.single_queries)
-            _, t_one = timed(lambda: [regions.filter_rank(q[j:j + 1], d, name, ALPHA) for j in range(n_one)])
+            _, t_one = timed(lambda: [filter_rank(q[j:j + 1], d, name, ALPHA) for j in range(n_one)])
             filt.append(dict(dim=dim, name=name, qps=nq / t_all, t=t_all, qps_one=n_one / t_one))
             print(f"  filter {dim:>4}-d {name:>15}: {nq / t_all:9.1f} queries/s all at once ({t_all:.2f} s), "
                   f"{n_one / t_one:7.1f} queries/s one at a time", flush=True)
@@ -298,7 +337,7 @@ def bench_search(args) -> tuple[list, list]:
             fr, fs, qr = ranks[:nr], scores[:nr], q[:nr]
             for threads in args.blas_threads:
                 with blas_limit(threads):
-                    row = bench_rerank(args, fr, fs, qr, get, name)
+                    row = bench_rerank(args, fr, fs, qr, db, name)
                     row.update(dim=dim, name=name, blas=blas())
                 rer.append(row)
                 print(f"  rerank {dim:>4}-d {name:>15} (BLAS {row['blas']}): {nr / row['t_rr']:6.1f} queries/s "
@@ -306,14 +345,14 @@ def bench_search(args) -> tuple[list, list]:
                       f"expansion step {nr / row['t_qe']:6.1f} queries/s ({row['t_qe']:.2f} s; naive est. "
                       f"{row['t_nqe']:.1f} s, x{row['t_nqe'] / row['t_qe']:.1f}); {row['distinct']:,} distinct images "
                       f"in the top lists; max |score diff| vs naive {row['diff']:.1e}", flush=True)
-        del d, q, pool, boxes
+        del d, q, pool, boxes, db
     return filt, rer
 
 
 def print_search(args, filt: list, rer: list) -> None:
     print(f"\nfiltering: {args.queries} queries x {args.database:,} images")
-    print(f"  (all at once: one filter_rank call, best of 2; one at a time: {args.single_queries} calls of one query, "
-          f"each re-normalising the database as filter_rank does)")
+    print(f"  (all at once: one search call, best of 2; one at a time: {args.single_queries} calls of one query, "
+          f"each re-normalising the database as RegionMethod.search does)")
     print(f"{'dim':>5} {'similarity':>15} | {'queries/s (all at once)':>23} {'s':>6} | {'queries/s (one at a time)':>25}")
     for r in filt:
         print(f"{r['dim']:>5} {r['name']:>15} | {r['qps']:23.1f} {r['t']:6.2f} | {r['qps_one']:25.1f}")

@@ -1,11 +1,14 @@
 """Latency of one interactive query: from the HTTP request to the JSON answer, split into feature
-extraction, first-stage ranking and window re-ranking, with each index loaded once at start-up.
+extraction, first-stage ranking, window re-ranking and query expansion (as params say: none for
+sift), with each index loaded once at start-up.
 
 Indexes: the embedded benchmark's (``results/synthetic/sift``, from ``make demo``) and ukbench500's
 (500 real photos of ../shared/data/ukbench-500). A ukbench500 index that the pipeline has not built
-(``results/ukbench500/<method>``) is built once by the pipeline's step functions into
-``benchmarks/out/query_latency/`` and reused. Queries: the datasets' own (image + box; UKBench's box
-is the whole image), sent through the web app's API (Flask's test client: no network in the way).
+(``results/ukbench500/<method>``) is built once by the pipeline's step functions (``steps.extract``,
+``steps.learn``, ``steps.encode``) into ``benchmarks/out/query_latency/`` and reused. Queries: the
+datasets' own (image + box; UKBench's box is the whole image), sent through the web app's API
+(Flask's test client: no network in the way) with the params file's search, re-ranking and expansion
+settings.
 Run from the repository root:
 
     python benchmarks/query_latency.py                         # sift on both datasets
@@ -16,6 +19,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -24,9 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from instance_search import stages
+from instance_search import steps
+from instance_search.config import load_params, schema_path
 from instance_search.datasets.prepare import prepare
 from instance_search.index import load_index
 from instance_search.web.app import create_app
@@ -35,7 +39,7 @@ from machine import cpu_model  # benchmarks/machine.py, beside this script
 REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500"
 CACHE = REPO / "benchmarks" / "out" / "query_latency"
-PARTS = ("extract", "rank", "rerank", "answer")
+PARTS = ("extract", "rank", "rerank", "expand", "answer")
 
 
 def machine() -> str:
@@ -47,18 +51,23 @@ def machine() -> str:
             f"torch {torch.__version__} ({'CUDA' if torch.cuda.is_available() else 'no GPU'})")
 
 
-def ukbench_index(method: str, params_file: Path) -> Path:
+def built(index: Path) -> bool:
+    """Whether an index folder (features/, model.npz, index/) is finished."""
+    return (index / "index" / "manifest.json").is_file()
+
+
+def ukbench_index(method: str, params: dict) -> Path:
     """results/ukbench500/<method> if the pipeline built it, else one built here once (minutes)."""
-    built = REPO / "results" / "ukbench500" / method
-    if (built / "assign.npz").is_file():
-        return built
+    pipeline = REPO / "results" / "ukbench500" / method
+    if built(pipeline):
+        return pipeline
     out = CACHE / "ukbench500"
     index = out / method
-    if (index / "assign.npz").is_file():
+    if built(index):
         return index
     if not (UKBENCH / "jpg").is_dir():
         raise SystemExit(f"{UKBENCH}: missing; the ukbench500 index needs ../shared/data/ukbench-500")
-    params = yaml.safe_load(params_file.read_text())
+    params = copy.deepcopy(params)
     cfg = params["datasets"]["ukbench500"]
     cfg["images"], cfg["groundtruth"] = str(UKBENCH / "jpg"), str(UKBENCH / "groundtruth.csv")
     gnd = out / "gnd.json"
@@ -66,43 +75,45 @@ def ukbench_index(method: str, params_file: Path) -> Path:
     start = time.perf_counter()
     if not gnd.is_file():
         prepare(params, "ukbench500", gnd)
-    stages.extract(params, method, gnd, index / "features")
-    stages.train_codebook(params, method, index / "features", gnd, index / "codebook.npz")
-    stages.encode(params, method, gnd, index / "features", index / "codebook.npz", index / "bow.npz",
-                  index / "assign.npz")
+    steps.extract(params, method, gnd, index / "features")
+    steps.learn(params, method, gnd, index / "features", index / "model.npz")
+    steps.encode(params, method, gnd, index / "features", index / "model.npz", index / "index")
     print(f"  built in {time.perf_counter() - start:.0f} s", flush=True)
     return index
 
 
-def measure(index_dir: Path, params_file: Path, n_queries: int, similarity: str, torch_threads: int = 0) -> dict:
+def measure(index_dir: Path, params: dict, params_file: Path, n_queries: int, similarity: str,
+            torch_threads: int = 0) -> dict:
     start = time.perf_counter()
-    index = load_index(index_dir, params_file)
+    index = load_index(index_dir)
     load_s = time.perf_counter() - start
     import torch
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    client = create_app([index]).test_client()  # its (unused) upload folder is a temporary one
+    # its (unused) upload folder is a temporary one
+    client = create_app([index], params=params, params_source=str(params_file)).test_client()
     queries = index.gnd.queries
     picked = [queries[round(k)] for k in np.linspace(0, len(queries) - 1, min(n_queries, len(queries)))]
     rows, first = [], None
     for k, q in enumerate([picked[0]] + picked):  # the first run warms caches (faiss, torch, OpenCV) and is kept apart
         t0 = time.perf_counter()
         r = client.post("/api/query", json={"image": {"id": q.image}, "box": list(q.box), "similarity": similarity,
-                                            "top": 20})
+                                            "results": 20})
         total = time.perf_counter() - t0
         if r.status_code != 200:
             raise SystemExit(f"{index_dir}: query {q.name} failed: {r.get_json()}")
         t = r.get_json()["timings"]
-        row = {"extract": t["extract"], "rank": t["rank"], "rerank": t["rerank"],
-               "answer": total - t["extract"] - t["rank"] - t["rerank"], "total": total,
-               "reranked": r.get_json()["reranked"]}
+        row = {"extract": t["extract"], "rank": t["rank"], "rerank": t["rerank"], "expand": t.get("expand", 0.0)}
+        row.update(answer=total - sum(row.values()), total=total, reranked=r.get_json()["reranked"])
         if k == 0:
             first = row
+            if torch_threads:  # the first query loaded the extractor, which may set its own thread count
+                torch.set_num_threads(torch_threads)
         else:
             rows.append(row)
     return {"index": str(index_dir), "name": index.name, "n_database": index.n_database,
-            "vocabulary": index.vocabulary, "features": int(len(index.maps.words)), "load_s": load_s,
+            "vocabulary": index.db.vocabulary, "features": int(len(index.db.maps.words)), "load_s": load_s,
             "similarity": similarity, "torch_threads": torch.get_num_threads(), "queries": len(rows), "reranked": rows[0]["reranked"], "first_query": first,
             "rows": rows}
 
@@ -132,26 +143,28 @@ def main() -> None:
     ap.add_argument("--similarity", default="cosine", choices=["cosine", "weighted_cosine"])
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--torch-threads", type=int, default=0,
-                    help="torch threads for CNN features (default: as loading the index sets them: half the cores)")
+                    help="torch threads for CNN features (default: as the index's CNN extractor sets them when the "
+                         "first query loads it: half the cores)")
     ap.add_argument("--json", default=None, help="also write the measurements here")
     args = ap.parse_args()
     params_file = Path(args.params)
+    params = load_params(params_file, schema_path(params_file))
 
     indexes = [Path(p) for p in args.index] if args.index else []
     if not args.index:
         demo = REPO / "results" / "synthetic" / "sift"
-        if (demo / "assign.npz").is_file():
+        if built(demo):
             indexes.append(demo)
         else:
             print(f"{demo}: not built (make demo); skipped")
-        indexes += [ukbench_index(m, params_file) for m in args.methods]
+        indexes += [ukbench_index(m, params) for m in args.methods]
 
     print(f"machine: {machine()}")
     # other work on the machine slows every step (and torch's threads the most): say how busy it was
     print("load average at start: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     results = []
     for index_dir in indexes:
-        result = measure(index_dir, params_file, args.queries, args.similarity, args.torch_threads)
+        result = measure(index_dir, params, params_file, args.queries, args.similarity, args.torch_threads)
         result["load_average"] = os.getloadavg()[0]
         results.append(result)
         print("\n".join(summary(result)) + f"\n  load average after: {result['load_average']:.1f}", flush=True)

@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from instance_search import rerank as rr
+from instance_search.retrieval import windows as rr
+from instance_search.retrieval.geometry import cell_windows, grid_size
+from instance_search.retrieval.similarity import SIMILARITIES
 
 K, WIDTH, HEIGHT, N_FEATURES, QUERY_WORDS = 1000, 640, 480, 1500, 200
 PARAMS = dict(cell=16, scales=[0.2, 0.3, 0.45, 0.65, 0.85, 1.0], aspect_ratios=[0.5, 1.0, 2.0], stride=0.25)
@@ -56,8 +58,8 @@ def main() -> None:
     idf = rng.uniform(0.5, 5.0, K).astype(np.float32)
     maps = [make_map(rng, p_words) for _ in range(n_db)]
     queries = [make_query(rng, p_words, idf) for _ in range(n_queries)]
-    gw, gh = rr.grid_size(WIDTH, HEIGHT, PARAMS["cell"])
-    windows = rr.window_grid(gw, gh, PARAMS["scales"], PARAMS["aspect_ratios"], PARAMS["stride"])
+    gw, gh = grid_size(WIDTH, HEIGHT, PARAMS["cell"])
+    windows = cell_windows(gw, gh, PARAMS["scales"], PARAMS["aspect_ratios"], PARAMS["stride"])
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}")
@@ -66,7 +68,7 @@ def main() -> None:
 
     q_idx, q_val = queries[0]
     oracle_per_pair = {}
-    for similarity in rr.SIMILARITIES:
+    for similarity in SIMILARITIES:
         kw = dict(windows=windows, cell=PARAMS["cell"], similarity=similarity, alpha=0.8)
         fast, t_fast = timed(lambda: [rr.score_windows(*m, q_idx, q_val, idf, **kw) for m in maps[:n_side]])
         slow, t_slow = timed(lambda: [rr.score_windows_recount(*m, q_idx, q_val, idf, **kw) for m in maps[:n_side]])
@@ -85,7 +87,7 @@ def main() -> None:
     top = min(100, n_db)
     images = len(np.unique(first_ranks[:, :top]))
     print(f"rerank: {n_queries} queries x top {top}, {images} distinct images among {n_db}")
-    for similarity in rr.SIMILARITIES:
+    for similarity in SIMILARITIES:
         kw = dict(top=top, similarity=similarity, alpha=0.8, **PARAMS)
         _, t_all = timed(lambda: rr.rerank(first_ranks, first_scores, queries, maps.__getitem__, idf, **kw))
         _, t_one = timed(lambda: [rr.rerank(first_ranks[j:j + 1], first_scores[j:j + 1], queries[j:j + 1],

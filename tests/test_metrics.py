@@ -65,7 +65,10 @@ def test_ap_ties_follow_the_given_order():
 
 def test_perfect_ranking():
     assert metrics.average_precision([2, 0, 1, 3], [0, 2]) == pytest.approx(1.0)
-    assert metrics.ndcg([2, 0, 1, 3], {2: 3, 0: 2})  # higher grade first == pytest.approx(1.0)
+    # higher grade first; a NaN or any value but 1 fails (the comparison is in the assert, not a comment)
+    assert metrics.ndcg([2, 0, 1, 3], {2: 3, 0: 2}) == pytest.approx(1.0)
+    # the two graded images swapped: gains 2^2 - 1 = 3 then 2^3 - 1 = 7, over the ideal 7 then 3
+    assert metrics.ndcg([0, 2, 1, 3], {2: 3, 0: 2}) == pytest.approx((3 + 7 / math.log2(3)) / (7 + 3 / math.log2(3)))
 
 
 def test_ap_without_positives_is_nan():

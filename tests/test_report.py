@@ -1,6 +1,7 @@
 """Evaluation, tables and figures on a tiny hand-made ground truth and hand-made rank files."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from instance_search import groundtruth, io, report
+from instance_search import groundtruth, io, methods, report
 from instance_search.errors import InstanceSearchError
 from instance_search.evaluate import write_evaluation
 from instance_search.groundtruth import GroundTruth, Image, Query
@@ -49,18 +50,31 @@ def _rank_file(path, ranks, boxes=None):
 
 @pytest.fixture
 def rank_files(tmp_path):
+    """(first stage, re-ranked, expanded): three rankings with three different mAPs (0.881944, 1, 0.381944),
+    so a table or summary that reads one stage for another shows another number."""
     first = _rank_file(tmp_path / "rank.npz", [[0, 3, 5, 1, 2, 4], [4, 0, 1, 2, 3, 5]])
     boxes = np.full((2, 3, 4), np.nan, np.float32)
     boxes[0, 1] = [5, 5, 35, 30]
     boxes[1, 0] = [10, 10, 50, 40]
     rerank = _rank_file(tmp_path / "rerank.npz", [[0, 1, 2, 3, 4, 5], [4, 5, 0, 1, 2, 3]], boxes)
-    return first, rerank
+    # worse on purpose (the test needs distinct numbers, not a realistic expansion)
+    expand = _rank_file(tmp_path / "expand.npz", [[5, 0, 1, 2, 3, 4], [0, 4, 1, 2, 3, 5]])
+    return first, rerank, expand
+
+
+# expand, by hand. q0: 5 0 1 2 3 4, junk 3 -> 5 0 1 2 4, positives 0 1 2 at r = 1, 2, 3:
+# AP = ((0 + 1/2)/2 + (1/2 + 2/3)/2 + (2/3 + 3/4)/2) / 3 = (6/24 + 14/24 + 17/24) / 3 = 37/72;
+# q1: good 4 at r = 1: AP = (0 + 1/2)/2 = 1/4. mAP = (37/72 + 18/72) / 2 = 55/144.
+# NDCG (gains 2^3 - 1 = 7 for good, 2^2 - 1 = 3 for ok; discount log2(position + 1)):
+# q0 (7/log2 3 + 7/2 + 3/log2 5) / (7 + 7/log2 3 + 3/2); q1 (7/log2 3) / 7.
+EXPAND_MAP = round(55 / 144, 6)  # 0.381944
+EXPAND_NDCG = round(((7 / math.log2(3) + 7 / 2 + 3 / math.log2(5)) / (7 + 7 / math.log2(3) + 3 / 2)
+                     + 1 / math.log2(3)) / 2, 6)
 
 
 def _evaluate(tmp_path, gnd_path, rank_files, dataset="oxford5k", similarity="cosine", tag="a"):
     out = tmp_path / tag
-    # query expansion: here the re-ranked list again (expand.mode none passes it through)
-    write_evaluation(gnd_path, dict(zip(("first_stage", "rerank", "expand"), (*rank_files, rank_files[1]))),
+    write_evaluation(gnd_path, dict(zip(("first_stage", "rerank", "expand"), rank_files)),
                      out / f"{dataset}.json",
                      out / f"{dataset}.csv", PARAMS, dataset, "sift", similarity)
     return out / f"{dataset}.json", out / f"{dataset}.csv"
@@ -73,6 +87,7 @@ def test_evaluation_values(tmp_path, gnd_path, rank_files):
     # AP = (1 + (1/2 + 2/3)/2 + (2/3 + 3/4)/2) / 3 = (1 + 7/12 + 17/24) / 3 = 55/72; q1: 4 first -> 1
     assert summary["first_stage"]["mAP"] == round((55 / 72 + 1) / 2, 6)
     assert summary["rerank"]["mAP"] == 1.0 and summary["rerank"]["NDCG"] == 1.0
+    assert summary["expand"]["mAP"] == EXPAND_MAP and summary["expand"]["NDCG"] == EXPAND_NDCG
     assert summary["first_stage"]["queries"] == 2
     assert (summary["dataset"], summary["method"], summary["similarity"]) == ("oxford5k", "sift", "cosine")
     assert "protocols" not in summary  # only datasets with protocols (revisited) get the key
@@ -81,7 +96,8 @@ def test_evaluation_values(tmp_path, gnd_path, rank_files):
     assert lines[1].startswith("first_stage,q0,0.763889,")
     assert lines[1].endswith(",2")  # top 4 of q0: 0 3 5 1 -> positives 0 and 1
     assert lines[3].startswith("rerank,q0,1.000000,1.000000,1.000000,")
-    assert lines[5].startswith("expand,q0,1.000000,")
+    assert lines[5].startswith("expand,q0,0.513889,")  # 37/72
+    assert lines[6].startswith("expand,q1,0.250000,")
     assert len(lines) == 7
 
 
@@ -98,7 +114,7 @@ def test_evaluate_script_reports_a_one_line_error(tmp_path, gnd_path, rank_files
     result = subprocess.run(
         [sys.executable, str(REPO / "workflow/scripts/evaluate.py"), "--params", str(REPO / "params.yaml"),
          "--dataset", "tiny", "--method", "sift", "--similarity", "cosine", "--gnd", str(gnd_path),
-         "--rank", str(bad), "--rerank", str(rank_files[1]), "--expand", str(rank_files[1]),
+         "--rank", str(bad), "--rerank", str(rank_files[1]), "--expand", str(rank_files[2]),
          "--metrics", str(tmp_path / "m.json"),
          "--per-query", str(tmp_path / "q.csv"), "--pr", str(tmp_path / "pr.csv")], capture_output=True, text=True)
     assert result.returncode == 1
@@ -110,17 +126,23 @@ def test_table_content_and_determinism(tmp_path, gnd_path, rank_files):
     outputs = []
     for run in ("1", "2"):
         md, csv = tmp_path / run / "sift_cosine.md", tmp_path / run / "sift_cosine.csv"
-        report.write_table(paths, "sift", "cosine", md, csv)
+        report.write_table(paths, "sift", "cosine", md, csv, published=methods.get("sift").published)
         outputs.append((md.read_bytes(), csv.read_bytes()))
     assert outputs[0] == outputs[1]
     md_text, csv_text = (b.decode() for b in outputs[0])
     csv_lines = csv_text.splitlines()
     assert csv_lines[0] == "dataset,mAP,NDCG,seed_map,seed_ndcg,mAP_first_stage,mAP_reranked,seed_published_mAP"
-    assert csv_lines[1].startswith("oxford5k,1.000000,1.000000,")
-    assert csv_lines[1].endswith(",0.881944,1.000000,0.056000")
-    assert csv_lines[2].startswith("tiny,") and csv_lines[2].endswith(",0.881944,1.000000,")  # no published number
+    # the final columns come from the expand stage (mAP 0.381944), not the re-ranked one (1.0); the two
+    # step columns from first_stage (0.881944) and rerank (1.0), in that order
+    summary = json.loads(paths[0].read_text())
+    # seed_map of expand: q0 positives at 1, 2, 3 of 5 0 1 2 3 4 -> (1/2 + 2/3 + 3/4) / 3 = 23/36; q1 1/2
+    assert summary["expand"]["seed_map"] == round((23 / 36 + 1 / 2) / 2, 6) == 0.569444
+    final = f"{EXPAND_MAP:.6f},{EXPAND_NDCG:.6f},0.569444,{summary['expand']['seed_ndcg']:.6f}"
+    assert summary["expand"]["seed_ndcg"] != summary["rerank"]["seed_ndcg"]
+    assert csv_lines[1] == f"oxford5k,{final},0.881944,1.000000,0.056000"
+    assert csv_lines[2] == f"tiny,{final},0.881944,1.000000,"  # no published number
     assert md_text.startswith("# sift, cosine similarity\n")
-    assert "| oxford5k | 1.000 | 1.000 |" in md_text and "| 0.882 | 1.000 | 0.056 |" in md_text
+    assert f"| oxford5k | 0.382 | {EXPAND_NDCG:.3f} | 0.569 |" in md_text and "| 0.882 | 1.000 | 0.056 |" in md_text
     assert "official Oxford" in md_text
 
 
@@ -133,16 +155,35 @@ def test_table_rejects_metrics_of_another_method(tmp_path, gnd_path, rank_files)
 def test_figure_is_deterministic_and_coloured(tmp_path, gnd_path, rank_files):
     outs = [tmp_path / f"fig{i}.png" for i in (1, 2)]
     for out in outs:
-        report.write_figure(gnd_path, rank_files[1], out, n_queries=2, top=4)
+        report.write_figure(gnd_path, rank_files[1], out, 2, 4)  # 2 queries, 4 results each
     assert outs[0].read_bytes() == outs[1].read_bytes()
     fig = cv2.imread(str(outs[0]))
     row = report.THUMB_HEIGHT + 2 * report.BORDER + report.LABEL_HEIGHT + report.GAP
     assert fig.shape[0] == report.GAP + 2 * row
     colours = {tuple(int(c) for c in px) for px in fig.reshape(-1, 3)}
-    # q0 re-ranked 0 1 2 3: positives (green) and junk 3 (grey); q1 re-ranked 4 5 0 1: negatives (red)
     assert {report.GREEN, report.GREY, report.RED, report.WINDOW_COLOUR} <= colours
+    # right is green and wrong is red (BGR): a swap of the two constants fails here
+    assert max(range(3), key=lambda c: report.GREEN[c]) == 1 and max(range(3), key=lambda c: report.RED[c]) == 2
+    assert len(set(report.GREY)) == 1
+    # each tile's frame: tiles of 64x48 images are 180 * 64 / 48 = 240 px wide plus the borders
+    tile_w = round(64 * report.THUMB_HEIGHT / 48) + 2 * report.BORDER
+
+    def frame(qi, j):  # a pixel inside the frame (top-left corner) of tile j (0: the query) of row qi
+        y, x = report.GAP + qi * row + 2, report.GAP + j * (tile_w + report.GAP) + 2
+        return tuple(int(c) for c in fig[y, x])
+
+    # q0 re-ranked 0 1 2 3: good 0 1, ok 2 (positives: green), junk 3 (grey);
+    # q1 re-ranked 4 5 0 1: good 4 (green), then three negatives (red)
+    assert [frame(0, j) for j in range(5)] == [report.QUERY_COLOUR, report.GREEN, report.GREEN, report.GREEN,
+                                               report.GREY]
+    assert [frame(1, j) for j in range(5)] == [report.QUERY_COLOUR, report.GREEN, report.RED, report.RED, report.RED]
+    # the window of q0's second result, [5, 5, 35, 30] scaled by 180/48: its left edge at x = 18.75 -> 19
+    scale = report.THUMB_HEIGHT / 48
+    y, x = report.GAP + report.BORDER + round(20 * scale), report.GAP + 2 * (tile_w + report.GAP) + report.BORDER
+    assert tuple(int(c) for c in fig[y, x + round(5 * scale)]) == report.WINDOW_COLOUR
+    assert tuple(int(c) for c in fig[y, x + round(5 * scale) - 3]) != report.WINDOW_COLOUR  # outside the line
 
 
 def test_figure_rejects_a_rerank_file_without_boxes(tmp_path, gnd_path, rank_files):
     with pytest.raises(InstanceSearchError, match="rank.npz"):
-        report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", n_queries=1, top=2)
+        report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", 1, 2)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from instance_search import rerank as rr
+from instance_search.retrieval import geometry as geo
+from instance_search.retrieval import windows as rr
+from instance_search.retrieval.similarity import SIMILARITIES
 from instance_search.errors import InstanceSearchError
 
 DEFAULT = dict(scales=[0.2, 0.3, 0.45, 0.65, 0.85, 1.0], aspect_ratios=[0.5, 1.0, 2.0], stride=0.25)
@@ -20,25 +22,25 @@ def _rows(windows):
 
 
 def test_window_grid_single_cell():
-    assert _rows(rr.window_grid(1, 1, **DEFAULT)) == [(0, 0, 1, 1)]
+    assert _rows(geo.cell_windows(1, 1, **DEFAULT)) == [(0, 0, 1, 1)]
 
 
 def test_window_grid_hand_case():
     # h = 2, w = 2, steps 1: three positions along x, one along y.
-    assert _rows(rr.window_grid(4, 2, [1.0], [1.0], 0.5)) == [(0, 0, 2, 2), (1, 0, 3, 2), (2, 0, 4, 2)]
+    assert _rows(geo.cell_windows(4, 2, [1.0], [1.0], 0.5)) == [(0, 0, 2, 2), (1, 0, 3, 2), (2, 0, 4, 2)]
 
 
 def test_window_grid_includes_the_border_position():
     # h = 1, w = 2, step 2: x = 0, 2 and the last position 3 (flush with the right border).
-    assert _rows(rr.window_grid(5, 1, [1.0], [2.0], 1.0)) == [(0, 0, 2, 1), (2, 0, 4, 1), (3, 0, 5, 1)]
+    assert _rows(geo.cell_windows(5, 1, [1.0], [2.0], 1.0)) == [(0, 0, 2, 1), (2, 0, 4, 1), (3, 0, 5, 1)]
     # Same in y: h = 2 (round(0.4 * 5)), w = 1, step 2: y = 0, 2 and 3.
-    assert _rows(rr.window_grid(1, 5, [0.4], [0.5], 1.0)) == [(0, 0, 1, 2), (0, 2, 1, 4), (0, 3, 1, 5)]
+    assert _rows(geo.cell_windows(1, 5, [0.4], [0.5], 1.0)) == [(0, 0, 1, 2), (0, 2, 1, 4), (0, 3, 1, 5)]
 
 
 def test_window_grid_dedupes_and_sorts():
     # Aspect ratio 5 clips to the grid width: the same window as ratio 1; scales repeat.
-    assert _rows(rr.window_grid(2, 2, [1.0, 1.0], [1.0, 5.0], 0.25)) == [(0, 0, 2, 2)]
-    windows = rr.window_grid(40, 30, **DEFAULT)
+    assert _rows(geo.cell_windows(2, 2, [1.0, 1.0], [1.0, 5.0], 0.25)) == [(0, 0, 2, 2)]
+    windows = geo.cell_windows(40, 30, **DEFAULT)
     assert np.array_equal(windows, np.unique(windows, axis=0))
     assert windows.dtype == np.int64 and windows.shape[1] == 4
     x1, y1, x2, y2 = windows.T
@@ -52,27 +54,27 @@ def test_window_grid_dedupes_and_sorts():
 
 def test_window_grid_rounds_half_up():
     # 0.5 * 5 = 2.5 cells -> 3 (Python's round() would give 2).
-    assert _rows(rr.window_grid(1, 5, [0.5], [0.1], 1.0)) == [(0, 0, 1, 3), (0, 2, 1, 5)]
+    assert _rows(geo.cell_windows(1, 5, [0.5], [0.1], 1.0)) == [(0, 0, 1, 3), (0, 2, 1, 5)]
 
 
 @pytest.mark.parametrize("kwargs", [dict(stride=0), dict(scales=[]), dict(scales=[0.0]), dict(aspect_ratios=[-1.0])])
 def test_window_grid_rejects_bad_parameters(kwargs):
     with pytest.raises(InstanceSearchError):
-        rr.window_grid(4, 4, **{**DEFAULT, **kwargs})
+        geo.cell_windows(4, 4, **{**DEFAULT, **kwargs})
 
 
 def test_cell_coords_at_borders():
-    gw, gh = rr.grid_size(100, 50, 16)
+    gw, gh = geo.grid_size(100, 50, 16)
     assert (gw, gh) == (7, 4)
     xy = np.array([[0, 0], [16 - 1e-3, 16 - 1e-3], [16, 16], [100, 50], [99.9, 49.9], [-1, -1]], np.float32)
-    cx, cy = rr.cell_coords(xy, 16, gw, gh)
+    cx, cy = geo.cell_coords(xy, 16, gw, gh)
     assert cx.tolist() == [0, 0, 1, 6, 6, 0]
     assert cy.tolist() == [0, 0, 1, 3, 3, 0]
 
 
 def test_grid_smaller_than_one_cell():
-    assert rr.grid_size(5, 3, 16) == (1, 1)
-    assert rr.window_boxes([[0, 0, 1, 1]], 16, 5, 3).tolist() == [[0, 0, 5, 3]]
+    assert geo.grid_size(5, 3, 16) == (1, 1)
+    assert geo.cell_boxes([[0, 0, 1, 1]], 16, 5, 3).tolist() == [[0, 0, 5, 3]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,16 +100,16 @@ def _random_case(rng, *, tfidf):
 
 
 @pytest.mark.parametrize("heavy_factor", [None, 0.0, 1e30], ids=["auto", "all-histograms", "all-pairs"])
-@pytest.mark.parametrize("similarity", rr.SIMILARITIES)
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("tfidf", [False, True], ids=["tf", "tfidf"])
 def test_fast_scores_equal_the_oracle(similarity, tfidf, heavy_factor, monkeypatch):
     if heavy_factor is not None:
         monkeypatch.setattr(rr, "_HEAVY_FACTOR", heavy_factor)
-    rng = np.random.default_rng([7, tfidf, rr.SIMILARITIES.index(similarity)])
+    rng = np.random.default_rng([7, tfidf, SIMILARITIES.index(similarity)])
     for _ in range(40):
         xy, words, width, height, q_idx, q_val, idf, cell = _random_case(rng, tfidf=tfidf)
-        gw, gh = rr.grid_size(width, height, cell)
-        windows = rr.window_grid(gw, gh, [0.15, 0.5, 1.0], [0.5, 1.0, 2.0], 0.25)
+        gw, gh = geo.grid_size(width, height, cell)
+        windows = geo.cell_windows(gw, gh, [0.15, 0.5, 1.0], [0.5, 1.0, 2.0], 0.25)
         alpha = float(rng.choice([0.0, 0.3, 0.8, 1.0]))
         kw = dict(windows=windows, cell=cell, similarity=similarity, alpha=alpha)
         fast = rr.score_windows(xy, words, width, height, q_idx, q_val, idf, **kw)
@@ -122,9 +124,9 @@ def test_fast_scores_on_default_windows_and_empty_cases():
     idf = rng.uniform(0.5, 3, 50)
     xy = rng.uniform(0, [640, 480], (700, 2))
     words = rng.integers(0, 50, 700)
-    windows = rr.window_grid(40, 30, **DEFAULT)
+    windows = geo.cell_windows(40, 30, **DEFAULT)
     for q_idx, q_val in [(np.arange(0, 50, 3), np.ones(17)), ([], []), ([60 - 11], [2.0])]:
-        for similarity in rr.SIMILARITIES:
+        for similarity in SIMILARITIES:
             kw = dict(windows=windows, cell=16, similarity=similarity, alpha=0.8)
             fast = rr.score_windows(xy, words, 640, 480, q_idx, q_val, idf, **kw)
             slow = rr.score_windows_recount(xy, words, 640, 480, q_idx, q_val, idf, **kw)
@@ -144,12 +146,41 @@ def test_whole_image_window_equals_dense_formulas():
     w = np.where(q != 0, 1.0, alpha)
     dense_weighted = (w * q * v).sum() / (np.sqrt((w * q * q).sum()) * np.sqrt((w * v * v).sum()))
     dense_cosine = q @ v / (np.linalg.norm(q) * np.linalg.norm(v))
-    whole = [[0, 0, *rr.grid_size(200, 100, 16)]]
+    whole = [[0, 0, *geo.grid_size(200, 100, 16)]]
     q_idx = np.flatnonzero(q)
     for similarity, expected in [("weighted_cosine", dense_weighted), ("cosine", dense_cosine)]:
         got = rr.score_windows(xy, words, 200, 100, q_idx, q[q_idx], idf, windows=whole, cell=16,
                                similarity=similarity, alpha=alpha)
         assert got[0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("heavy_factor", [0.0, 1e30], ids=["histograms", "pairs"])
+def test_weighted_cosine_window_scores_by_hand(heavy_factor, monkeypatch):
+    monkeypatch.setattr(rr, "_HEAVY_FACTOR", heavy_factor)  # both ways of counting |v|^2
+    # 3 words with idf (1, 2, 0.5); a 32 x 32 image in 16-px cells: a 2 x 2 grid. Features:
+    #   word 0 in cell (0, 0) and in cell (1, 1); word 1 in cell (1, 0); word 2 in cells (0, 1) and (1, 1).
+    # Query (already weighted): q = (1, 2, 0), so w = (1, 1, alpha) with alpha = 0.2.
+    idf = np.array([1.0, 2.0, 0.5])
+    xy = np.array([[4, 4], [20, 20], [20, 4], [4, 20], [20, 20]], np.float32)
+    words = np.array([0, 0, 1, 2, 2])
+    windows = [[0, 0, 2, 2], [1, 0, 2, 2], [0, 1, 1, 2]]
+    # whole image: h = (2, 1, 2), v = h * idf = (2, 2, 1)
+    #   sum w q v = 1*1*2 + 1*2*2 + 0.2*0*1 = 6; sum w q^2 = 1 + 4 = 5; sum w v^2 = 4 + 4 + 0.2*1 = 8.2
+    #   score = 6 / sqrt(5 * 8.2) = 6 / sqrt(41)
+    # right column, cells (1, 0) and (1, 1): h = (1, 1, 1), v = (1, 2, 0.5)
+    #   sum w q v = 1 + 4 = 5; sum w v^2 = 1 + 4 + 0.2 * 0.25 = 5.05; score = 5 / sqrt(5 * 5.05) = 5 / sqrt(25.25)
+    # cell (0, 1): only word 2, absent from the query: score 0
+    got = rr.score_windows(xy, words, 32, 32, [0, 1], [1.0, 2.0], idf, windows=windows, cell=16,
+                           similarity="weighted_cosine", alpha=0.2)
+    np.testing.assert_allclose(got, [6 / np.sqrt(41), 5 / np.sqrt(25.25), 0.0], rtol=1e-12)
+    assert got[2] == 0
+    # plain cosine of the same windows: 6 / sqrt(5 * 9) and 5 / sqrt(5 * 5.25)
+    cos = rr.score_windows(xy, words, 32, 32, [0, 1], [1.0, 2.0], idf, windows=windows, cell=16, similarity="cosine")
+    np.testing.assert_allclose(cos, [6 / np.sqrt(45), 5 / np.sqrt(26.25), 0.0], rtol=1e-12)
+    # the slow oracle agrees with the hand values too
+    slow = rr.score_windows_recount(xy, words, 32, 32, [0, 1], [1.0, 2.0], idf, windows=windows, cell=16,
+                                    similarity="weighted_cosine", alpha=0.2)
+    np.testing.assert_allclose(slow, [6 / np.sqrt(41), 5 / np.sqrt(25.25), 0.0], rtol=1e-12)
 
 
 def test_several_queries_at_once_equal_one_at_a_time(monkeypatch):
@@ -158,9 +189,9 @@ def test_several_queries_at_once_equal_one_at_a_time(monkeypatch):
     k = 40
     idf = rng.uniform(0.5, 2, k)
     xy, words = rng.uniform(0, [300, 200], (400, 2)), rng.integers(0, k, 400)
-    grid = rr._Grid.of(rr.window_grid(*rr.grid_size(300, 200, 16), **DEFAULT), *rr.grid_size(300, 200, 16))
+    grid = rr._Grid.of(geo.cell_windows(*geo.grid_size(300, 200, 16), **DEFAULT), *geo.grid_size(300, 200, 16))
     queries = [rr.query_arrays((rng.choice(k, 8, replace=False), rng.uniform(0.5, 2, 8))) for _ in range(5)]
-    for similarity in rr.SIMILARITIES:
+    for similarity in SIMILARITIES:
         together = rr._score_queries(xy, words, queries, idf, grid, cell=16, similarity=similarity, alpha=0.8)
         for j, (q_idx, q_val) in enumerate(queries):
             alone = rr.score_windows_recount(xy, words, 300, 200, q_idx, q_val, idf, windows=grid.windows, cell=16,
@@ -175,10 +206,10 @@ def test_several_queries_at_once_equal_one_at_a_time(monkeypatch):
 def _planted(width, height, corner):
     """Background words 20..39 everywhere but a 3x3-cell corner holding words 0..8, one per cell."""
     rng = np.random.default_rng(2)
-    gw, gh = rr.grid_size(width, height, 16)
+    gw, gh = geo.grid_size(width, height, 16)
     x0, y0 = (0, 0) if corner == "top-left" else (gw - 3, gh - 3)
     bg = rng.uniform(0, [width, height], (600, 2))
-    cx, cy = rr.cell_coords(bg, 16, gw, gh)
+    cx, cy = geo.cell_coords(bg, 16, gw, gh)
     bg = bg[~((cx >= x0) & (cx < x0 + 3) & (cy >= y0) & (cy < y0 + 3))]
     obj = np.array([[(x0 + i % 3) * 16 + 5, (y0 + i // 3) * 16 + 5] for i in range(9)], float)
     xy = np.concatenate([bg, obj])
@@ -186,7 +217,7 @@ def _planted(width, height, corner):
     return xy, words, (x0, y0)
 
 
-@pytest.mark.parametrize("similarity", rr.SIMILARITIES)
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("corner", ["top-left", "bottom-right"])
 def test_planted_object_is_found(corner, similarity):
     width, height = 330, 250  # 21 x 16 cells, the last ones cut by the border
@@ -207,11 +238,11 @@ def test_best_window_without_features():
 def test_best_window_ties_go_to_the_first_window():
     # One feature: every window holding it scores 1; the first such window in order wins.
     xy, words = np.array([[40.0, 40.0]]), np.array([0])
-    windows = rr.window_grid(*rr.grid_size(160, 160, 16), **DEFAULT)
+    windows = geo.cell_windows(*geo.grid_size(160, 160, 16), **DEFAULT)
     scores = rr.score_windows(xy, words, 160, 160, [0], [1.0], np.ones(1), windows=windows, cell=16)
     first = windows[np.flatnonzero(np.isclose(scores, 1.0))[0]]
     _, box = rr.best_window(xy, words, 160, 160, [0], [1.0], np.ones(1), cell=16, **DEFAULT)
-    assert box.tolist() == rr.window_boxes(first, 16, 160, 160)[0].tolist()
+    assert box.tolist() == geo.cell_boxes(first, 16, 160, 160)[0].tolist()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,6 +353,6 @@ def test_bad_maps_are_clear_errors():
         rr.score_windows([[1, 1]], [0], 10, 10, [3], [1.0], np.ones(3), windows=windows, cell=16)
     with pytest.raises(InstanceSearchError, match="inside"):
         rr.score_windows([[1, 1]], [0], 10, 10, [0], [1.0], np.ones(3), windows=[[0, 0, 2, 1]], cell=16)
-    with pytest.raises(InstanceSearchError, match="alpha"):
+    with pytest.raises(InstanceSearchError, match="weight_absent"):
         rr.score_windows([[1, 1]], [0], 10, 10, [0], [1.0], np.ones(3), windows=windows, cell=16,
                          similarity="weighted_cosine", alpha=-1)

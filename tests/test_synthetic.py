@@ -119,7 +119,7 @@ def test_script_matches_the_library(small, tmp_path):
     out = tmp_path / "data" / "synthetic"
     proc = subprocess.run(
         [sys.executable, str(REPO / "workflow/scripts/fetch.py"), "--params", str(tmp_path / "params.yaml"),
-         "--dataset", "synthetic", "--data", str(tmp_path / "data"), "--lock", str(tmp_path / "lock.json")],
+         "--dataset", "synthetic", "--manifest", str(tmp_path / "data/synthetic/manifest.json")],
         capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     manifest = out / "manifest.json"

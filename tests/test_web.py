@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_query import build_mini_index
+from test_query import _params, build_mini_cnn_index, build_mini_index
 
+from instance_search import cli
 from instance_search.index import load_index
 from instance_search.web import app as web
 
@@ -26,9 +27,15 @@ LIMIT = 300_000  # upload limit for these tests (bytes)
 
 
 @pytest.fixture(scope="module")
+def mini_params(tmp_path_factory):
+    _, params_file = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
+    return _params(params_file)
+
+
+@pytest.fixture(scope="module")
 def index(tmp_path_factory):
-    index_dir, params_file = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
-    return load_index(index_dir, params_file)
+    index_dir, _ = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
+    return load_index(index_dir)
 
 
 @pytest.fixture
@@ -39,8 +46,8 @@ def uploads(tmp_path):
 
 
 @pytest.fixture
-def client(index, uploads):
-    return web.create_app([index, index], upload_dir=uploads, max_upload_bytes=LIMIT).test_client()
+def client(index, uploads, mini_params):
+    return web.create_app([index, index], params=mini_params, upload_dir=uploads, max_upload_bytes=LIMIT).test_client()
 
 
 def _jpeg(index, i=0) -> bytes:
@@ -78,7 +85,7 @@ def test_indexes_images_and_thumbnails(client, index):
 def test_query_answers_with_windows(client, index):
     q = index.gnd.queries[0]
     r = client.post("/api/query", json={"index": 1, "image": {"index": 0, "id": q.image}, "box": list(q.box),
-                                        "similarity": "weighted_cosine", "top": 5})
+                                        "similarity": "weighted_cosine", "results": 5})
     assert r.status_code == 200, r.get_json()
     answer = r.get_json()
     assert answer["similarity"] == "weighted_cosine" and answer["image"] == index.gnd.images[q.image].name
@@ -88,13 +95,139 @@ def test_query_answers_with_windows(client, index):
     assert set(answer["timings"]) >= {"extract", "rank", "rerank", "server"}
 
 
+def test_query_of_the_frcnn_index_finds_the_other_views(tmp_path_factory, mini_params, uploads):
+    """Every method serves the page; each query's other view, among 14 other images, is in its top 3 (not
+    just itself: by chance all three would pass 1 time in 100)."""
+    frcnn = load_index(build_mini_cnn_index(tmp_path_factory.getbasetemp() / "mini-index", "frcnn"))
+    client = web.create_app([frcnn], params=mini_params, upload_dir=uploads).test_client()
+    for q in frcnn.gnd.queries:
+        r = client.post("/api/query", json={"image": {"id": q.image}, "box": list(q.box), "results": 6})
+        assert r.status_code == 200, r.get_json()
+        others = set(q.positives) - {q.image}
+        found = [h["image"] for h in r.get_json()["hits"] if h["image"] != q.image][:3]
+        assert set(found) & others, q.name
+
+
+def test_rerank_false_and_whole_image(client, index):
+    q = index.gnd.queries[0]
+    plain = client.post("/api/query", json={"image": {"id": q.image}, "box": list(q.box), "rerank": False}).get_json()
+    assert plain["reranked"] == 0 and all(h["window"] is None for h in plain["hits"])
+    assert set(plain["timings"]) >= {"extract", "rank"} and "rerank" not in plain["timings"]
+    whole = client.post("/api/query", json={"image": {"id": q.image}, "box": None}).get_json()
+    assert whole["box"] is None and whole["first_stage"] == "gs" and whole["reranked"] > 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"rerank": "false"}, "rerank 'false': expected true or false"),
+    ({"rerank": 0}, "rerank 0: expected true or false"),
+    ({"box": [True, 0, 5, 5]}, "four numbers"),
+    ({"box": ["1", "2", "30", "40"]}, "four numbers"),
+    ({"results": 2.5}, "results 2.5"),
+    ({"results": True}, "results True"),
+])
+def test_only_json_booleans_and_numbers(client, body, message):
+    r = client.post("/api/query", json={"image": {"id": 0}, **body})
+    assert r.status_code == 400 and message in r.get_json()["error"], r.get_json()
+
+
+def test_pagination_and_bad_offset_or_limit(client):
+    past = client.get("/api/indexes/0/images?offset=1000&limit=5").get_json()
+    assert past == {"total": 15, "images": []}
+    page = client.get("/api/indexes/0/images?offset=14&limit=5").get_json()
+    assert [im["id"] for im in page["images"]] == [14]
+    for query in ("offset=abc", "limit=1.5", "offset=", "limit=ten"):
+        r = client.get(f"/api/indexes/0/images?{query}")
+        assert r.status_code == 400 and "offset and limit must be integers" in r.get_json()["error"], query
+
+
+def test_an_unexpected_error_is_one_json_line_with_500(client, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(web, "run_query", boom)
+    r = client.post("/api/query", json={"image": {"id": 0}})
+    assert r.status_code == 500 and r.get_json() == {"error": "internal error (RuntimeError); the server log has the details"}
+    assert b"Traceback" not in r.data and b"a bug" not in r.data
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:80", "127.0.0.1.nip.io", "localhost.evil:80",
+                                  "127.0.0.2", "[::2]"])
+def test_only_this_machine_names_are_answered(client, host):
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 still sends its own Host; it gets 421."""
+    for r in (client.get("/api/indexes", headers={"Host": host}),
+              client.get("/", headers={"Host": host}),
+              client.post("/api/query", json={"image": {"id": 0}}, headers={"Host": host})):
+        assert r.status_code == 421, (host, r.status_code)
+    for ok in ("localhost", "127.0.0.1", "[::1]", "localhost:80", "127.0.0.1:80"):
+        assert client.get("/api/indexes", headers={"Host": ok}).status_code == 200, ok
+
+
+def test_cross_origin_posts_are_refused(client, index):
+    q = index.gnd.queries[0]
+    body = {"image": {"id": q.image}, "box": list(q.box), "results": 2}
+    for origin in ("http://attacker.example", "http://127.0.0.1:9999", "null", "file://"):
+        r = client.post("/api/query", json=body, headers={"Origin": origin})
+        assert r.status_code == 403 and "cross-origin" in r.get_json()["error"], origin
+        r = client.post("/api/uploads", data={"image": (io.BytesIO(_jpeg(index)), "a.jpg")}, headers={"Origin": origin})
+        assert r.status_code == 403, origin
+    assert client.post("/api/query", json=body, headers={"Origin": "http://localhost"}).status_code == 200
+
+
+def test_queries_beyond_the_cap_get_503(client, monkeypatch, index, uploads, mini_params):
+    monkeypatch.setattr(web, "MAX_CONCURRENT_QUERIES", 0)  # every slot taken
+    busy = web.create_app([index], params=mini_params, upload_dir=uploads).test_client()
+    r = busy.post("/api/query", json={"image": {"id": 0}})
+    assert r.status_code == 503 and r.get_json()["error"].startswith("busy:")
+
+
+def test_errors_name_the_upload_not_the_server_path(client, index, uploads):
+    item = client.post("/api/uploads", data={"image": (io.BytesIO(_jpeg(index)), "mine.jpg")}).get_json()
+    (uploads / f"{item['upload']}.jpg").unlink()  # gone from the disk (say, a cleaned temporary folder)
+    r = client.post("/api/query", json={"image": {"upload": item["upload"]}})
+    error = r.get_json()["error"]
+    assert r.status_code == 400 and "mine.jpg" in error and str(uploads) not in error, error
+
+
+def test_unsupported_upload_format(client):
+    ok, gif = cv2.imencode(".bmp", np.zeros((20, 20, 3), np.uint8))  # BMP passes; a GIF does not
+    assert ok
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(data, format="GIF")
+    r = client.post("/api/uploads", data={"image": (io.BytesIO(data.getvalue()), "anim.gif")})
+    assert r.status_code == 400 and "GIF images are not supported" in r.get_json()["error"]
+
+
+def test_images_added_to_an_index_appear_on_reload(index, tmp_path, mini_params, capsys):
+    """instance-search index --images, then --add while the page runs: the page lists the new images."""
+    images = sorted(index.image_root.glob("*.jpg"))
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir(), later.mkdir()
+    for k, path in enumerate(images):
+        (first if k < 10 else later).joinpath(path.name).symlink_to(path)
+    params_file = index.path.parent.parent.parent / "params.yaml"  # the mini checkout's params (64 words)
+    out = tmp_path / "own"
+    assert cli.main(["index", "--images", str(first), "--method", "sift", "--out", str(out),
+                     "--params", str(params_file)]) == 0
+    client = web.create_app([load_index(out)], params=mini_params, upload_dir=tmp_path / "up").test_client()
+    assert client.get("/api/indexes").get_json()["indexes"][0]["n_database"] == 10
+    assert cli.main(["index", "--add", str(later), "--out", str(out), "--params", str(params_file)]) == 0
+    info = client.get("/api/indexes").get_json()["indexes"][0]
+    listing = client.get("/api/indexes/0/images?limit=100").get_json()
+    assert info["n_database"] == listing["total"] == len(images)
+    last = listing["images"][-1]
+    r = client.post("/api/query", json={"image": {"id": last["id"]}, "results": 3})
+    assert r.status_code == 200 and r.get_json()["hits"][0]["image"] == last["id"]  # an added image, found
+
+
 @pytest.mark.parametrize("box, message", [
     ([1, 2, 3], "expected [x1, y1, x2, y2]"),
     ("10,10,50,50", "expected [x1, y1, x2, y2]"),
     ([50, 10, 10, 60], "x1 < x2"),
     ([0, 0, 10_000, 50], "is not inside obj01_v0 (320x240 pixels)"),
     ([-5, 0, 50, 50], "is not inside"),
-    (["a", 0, 5, 5], "expected four numbers"),
+    (["a", 0, 5, 5], "four numbers in pixels"),
 ])
 def test_bad_box_is_400(client, index, box, message):
     r = client.post("/api/query", json={"image": {"id": index.gnd.queries[0].image}, "box": box})
@@ -110,7 +243,7 @@ def test_bad_box_is_400(client, index, box, message):
     ({"image": {"upload": "0" * 32}}, 404, "unknown upload"),
     ({"image": "obj01_v0.jpg"}, 400, "expected"),
     ({"image": {"id": 0}, "similarity": "l2"}, 400, "similarity 'l2'"),
-    ({"image": {"id": 0}, "top": 0}, 400, "top 0"),
+    ({"image": {"id": 0}, "results": 0}, 400, "results 0"),
 ])
 def test_unknown_or_wrong_input(client, body, status, message):
     r = client.post("/api/query", json=body)
@@ -136,17 +269,17 @@ def test_uploads(client, index, uploads, tmp_path, monkeypatch):
     assert item["name"] == "mine.jpg" and (item["width"], item["height"]) == (320, 240)
     assert [p.name for p in uploads.iterdir()] == [f"{item['upload']}.jpg"]  # only the accepted file
     assert client.get(f"/api/uploads/{item['upload']}/view").mimetype == "image/jpeg"
-    r = client.post("/api/query", json={"image": {"upload": item["upload"]}, "box": [20, 20, 300, 220], "top": 3})
+    r = client.post("/api/query", json={"image": {"upload": item["upload"]}, "box": [20, 20, 300, 220], "results": 3})
     assert r.status_code == 200 and r.get_json()["image"] == "mine.jpg"
     after = {k: v for k, v in _tree(tmp_path).items() if not k.startswith("uploads")}
     assert after == {k: v for k, v in cwd_before.items() if not k.startswith("uploads")}
     assert _tree(index.path.parent) == index_before
 
 
-def test_uploads_are_bounded_and_default_to_a_temporary_folder(index, tmp_path, monkeypatch):
+def test_uploads_are_bounded_and_default_to_a_temporary_folder(index, tmp_path, monkeypatch, mini_params):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp puts the app's folder
     monkeypatch.setattr(web, "MAX_UPLOADS", 2)
-    client = web.create_app([index]).test_client()
+    client = web.create_app([index], params=mini_params).test_client()
     ids = [client.post("/api/uploads", data={"image": (io.BytesIO(_jpeg(index, i)), f"{i}.jpg")}).get_json()["upload"]
            for i in range(3)]
     (folder,) = tmp_path.iterdir()
@@ -159,7 +292,16 @@ def test_upload_with_too_many_pixels(client, monkeypatch):
     monkeypatch.setattr(web, "MAX_PIXELS", 100)
     ok, png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))
     r = client.post("/api/uploads", data={"image": (io.BytesIO(png.tobytes()), "wide.png")})
-    assert r.status_code == 400 and "megapixel limit" in r.get_json()["error"]
+    assert r.status_code == 400 and "too many pixels (20x20; limit 0 megapixels)" in r.get_json()["error"]
+
+
+def test_upload_beyond_the_decoder_bomb_limit_says_too_many_pixels(client, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses more than twice this outright
+    ok, png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))
+    r = client.post("/api/uploads", data={"image": (io.BytesIO(png.tobytes()), "huge.png")})
+    assert r.status_code == 400 and "too many pixels" in r.get_json()["error"]
 
 
 def test_busy_port_is_one_line(index):
@@ -171,7 +313,7 @@ def test_busy_port_is_one_line(index):
         held.bind(("127.0.0.1", 0))
         held.listen()
         with pytest.raises(InstanceSearchError, match=r"cannot listen .*pass another --port"):
-            web.make_server([index], held.getsockname()[1])
+            web.make_server([index], held.getsockname()[1], params={})
 
 
 # ------------------------------------------------------------------------------------ the browser
@@ -188,7 +330,7 @@ def _chromium() -> tuple[str, str]:
 
 @pytest.fixture
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
+    from selenium import webdriver  # the dev extra (pip install -e '.[dev]'): imported, never skipped
     from selenium.webdriver.chrome.service import Service
 
     binary, driver_path = _chromium()
@@ -204,8 +346,8 @@ def browser():
 
 
 @pytest.fixture
-def server(index, uploads):
-    srv = web.make_server([index], 0, upload_dir=uploads)
+def server(index, uploads, mini_params):
+    srv = web.make_server([index], 0, upload_dir=uploads, params=mini_params)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_port}/"

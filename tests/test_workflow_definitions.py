@@ -1,12 +1,11 @@
-"""The pipeline is defined twice, as Snakemake rules (workflow/Snakefile) and as DVC stages
-(dvc.yaml). These tests check, without running a step, that both are valid and describe the same
-jobs: the same commands, outputs, inputs and params.yaml keys. They work on a temporary copy of
-the repository, so neither tool writes into the working tree.
+"""The pipeline is defined once, as Snakemake rules (Snakefile, workflow/rules/*.smk); dvc.yaml is
+generated from them (make dvc-yaml). These tests check, without running a step, that the committed
+dvc.yaml is the generated one, that both tools read it as the same pipeline, and the conventions of
+the rules. They work on a temporary copy of the repository, so neither tool writes into the working tree.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
@@ -16,10 +15,9 @@ import pytest
 import yaml
 from workflow_tools import CODEBOOK_SIZE, REPO, copy_repo, dvc, get_key, git, run, set_key, snakemake
 
-CODE_DEPS = ("workflow/scripts/", "src/instance_search")
-WILDCARD_ORDER = ("dataset", "method", "similarity")  # the order of DVC's matrix keys
 # DVC's run-cache drops every nested key named like these from its stage hash (treeverse/dvc#10296)
 RUN_CACHE_BLIND_KEYS = {"size", "nfiles"}
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -32,68 +30,21 @@ def step_scripts() -> list[str]:
 
 
 def copy_workflow(dest: Path) -> Path:
-    """Copy what the two tools read. A step script not written yet becomes a placeholder, so the
-    wiring is checked on its own (test_every_step_script_exists names what is missing)."""
-    copy_repo(dest)
-    for script in step_scripts():
-        target = dest / script
-        if not target.exists():
-            target.write_text("raise SystemExit('placeholder: this step is not written yet')\n")
-    return dest
+    return copy_repo(dest)
 
 
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-# Snakemake's jobs, read in a separate interpreter (the API changes the working directory and the
-# logging setup). DAG construction has no public API returning jobs with their params, so this
-# uses Workflow._prepare_dag/_build_dag, as Snakemake's own --dag/--summary do; it is confined here.
-_SNAKEMAKE_JOBS = r"""
-import json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
-
-root = Path(sys.argv[1]).resolve()
-with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-    workflow_api = api.workflow(
-        snakefile=root / "workflow" / "Snakefile",
-        workdir=root,
-        resource_settings=ResourceSettings(cores=8, resources={"gpu": 1}),
-        config_settings=ConfigSettings(),
-    )
-    workflow_api.dag(DAGSettings(forceall=True))
-    wf = workflow_api._workflow
-    wf._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-    wf._build_dag()
-    jobs = []
-    for job in wf.dag.jobs:
-        if job.rule.name == "all":
-            continue
-        env = job.rule.conda_env
-        jobs.append(dict(
-            rule=job.rule.name,
-            wildcards=dict(job.wildcards_dict),
-            input={k: v for k, v in job.input.items()},
-            output={k: v for k, v in job.output.items()},
-            log=list(job.log),
-            benchmark=None if job.benchmark is None else str(job.benchmark),
-            conda=None if env is None else str(Path(str(env)).resolve()),
-            message=job.message,
-            params={k: v for k, v in job.params.items()},
-            resources={k: v for k, v in job.resources.items() if not k.startswith("_")},
-            shellcmd=job.shellcmd,
-        ))
-print("JOBS=" + json.dumps(jobs, default=str))
-"""
-
-
-def snakemake_jobs(root: Path) -> list[dict]:
-    proc = run([sys.executable, "-c", _SNAKEMAKE_JOBS, str(root)], root)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("JOBS="))
-    return json.loads(line[len("JOBS="):])
+def rule_blocks() -> dict[str, str]:
+    """{rule name: its text} of every rule in the rule files."""
+    blocks = {}
+    for f in RULE_FILES:
+        text = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, flags=re.M):
+            blocks[m.group(1)] = m.group(2)
+    return blocks
 
 
 def dvc_stages(root: Path) -> list[dict]:
@@ -138,20 +89,8 @@ def copy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def jobs(copy) -> list[dict]:
-    return snakemake_jobs(copy)
-
-
-@pytest.fixture(scope="module")
 def stages(copy) -> list[dict]:
     return dvc_stages(copy)
-
-
-@pytest.fixture(scope="module")
-def pairs(jobs, stages) -> list[tuple[dict, dict]]:
-    """Each Snakemake job with the DVC stage that writes the same files."""
-    by_outs = {frozenset(s["outs"]): s for s in stages}
-    return [(job, by_outs.get(frozenset(job["output"].values()))) for job in jobs]
 
 
 def expected_counts(params: dict) -> dict[str, int]:
@@ -175,7 +114,7 @@ def test_snakemake_dry_run_lists_every_step(tmp_path, params):
     proc = snakemake("-n", "--cores", "8", "--resources", "gpu=1", cwd=root)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert "workflow/profiles/default" in out, "the default profile was not picked up"
+    assert "profiles/default" in out, "the default profile was not picked up"
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     counts = {rule: int(n) for rule, n in stats.items() if rule not in ("all", "total")}
     assert counts == expected_counts(params)
@@ -194,13 +133,14 @@ def test_full_profile_lists_every_dataset_and_its_gpu_steps(tmp_path):
     assert FULL_DATASETS <= set(full["run"]["datasets"])
     assert full["blcf"]["extract"]["backbone"] == "vgg16"
     root = copy_workflow(tmp_path / "repo")
-    proc = snakemake("-n", "--profile", "workflow/profiles/full", cwd=root)
+    proc = snakemake("-n", "--profile", "profiles/full", cwd=root)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert {rule: int(n) for rule, n in stats.items() if rule not in ("all", "total")} == expected_counts(full)
     for d in full["run"]["datasets"]:
-        assert f"--dataset {d} --data data" in out and f"Extracting blcf features of {d} (gpu=1)" in out, d
+        assert f"--dataset {d} --manifest data/{d}/manifest.json" in out, d
+        assert f"Extracting blcf features of {d} (gpu=1)" in out, d
         assert f"Extracting sift features of {d} (gpu=0)" in out, d
         assert f"Extracting frcnn features of {d} (gpu=1)" in out, d
     assert full["frcnn"]["extract"]["source"] == "rpn"  # the COCO detector's proposals
@@ -220,95 +160,85 @@ def test_dvc_dag_of_the_full_params_has_every_dataset(tmp_path):
             assert stage in proc.stdout, stage
 
 
-def test_dvc_stages_are_the_snakemake_jobs(jobs, stages):
-    def key_of_job(job):
-        values = [job["wildcards"][k] for k in WILDCARD_ORDER if k in job["wildcards"]]
-        return job["rule"] + ("@" + "-".join(values) if values else "")
-
-    assert len(jobs) == len(stages)
-    assert sorted(map(key_of_job, jobs)) == sorted(s["name"] for s in stages)
-
-
-def test_same_outputs(pairs):
-    for job, stage in pairs:
-        assert stage is not None, f"no DVC stage writes the outputs of {job['rule']} {job['wildcards']}: {job['output']}"
-        assert stage["name"].split("@")[0] == job["rule"], (stage["name"], job["rule"])
+def test_committed_dvc_yaml_is_the_one_generated_from_the_rules(tmp_path):
+    """dvc.yaml is generated from the Snakemake rules (make dvc-yaml): the committed file must be it."""
+    root = copy_workflow(tmp_path / "repo")
+    proc = run([sys.executable, "workflow/dvc_yaml.py", str(tmp_path / "generated.yaml")], root, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    generated = (tmp_path / "generated.yaml").read_text(encoding="utf-8")
+    assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == generated, "dvc.yaml is stale: run make dvc-yaml"
+    proc = run([sys.executable, "workflow/dvc_yaml.py", "--check"], root, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_same_commands(pairs):
-    for job, stage in pairs:
-        assert job["shellcmd"].strip() == stage["cmd"], f"{stage['name']}:\n  snakemake: {job['shellcmd']}\n  dvc:       {stage['cmd']}"
+def test_the_check_catches_a_rule_change(tmp_path):
+    """The generated-file check bites: an output renamed in a rule file makes the committed dvc.yaml stale."""
+    root = copy_workflow(tmp_path / "repo")
+    rules = root / "workflow" / "rules" / "search.smk"
+    rules.write_text(rules.read_text(encoding="utf-8").replace("/rank.npz", "/first.npz"), encoding="utf-8")
+    proc = run([sys.executable, "workflow/dvc_yaml.py", "--check"], root, timeout=120)
+    assert proc.returncode == 1 and "make dvc-yaml" in proc.stderr
 
 
-def test_same_inputs_apart_from_code(pairs):
-    """Snakemake's inputs are DVC's dependencies, except code (DVC also tracks src/ by content) and
-    one case of granularity: `tables` reads the metrics files of every dataset, which DVC sees as
-    their folder (it draws the edges from the evaluate stages to that folder)."""
-    for job, stage in pairs:
-        dvc_inputs = {d for d in stage["deps"] if not d.startswith(CODE_DEPS)}
-        smk_inputs = set()
-        for name, value in job["input"].items():
-            if name == "script":
-                continue
-            for path in value if isinstance(value, list) else [value]:
-                folder = next((d for d in dvc_inputs if path.startswith(d + "/")), None)
-                smk_inputs.add(folder or path)
-        assert smk_inputs == dvc_inputs, f"{stage['name']}: snakemake {sorted(smk_inputs)} != dvc {sorted(dvc_inputs)}"
+def test_dvc_stages_cover_every_rule(stages, params):
+    expected = expected_counts(params)
+    got: dict[str, int] = {}
+    for s in stages:
+        got[s["name"].split("@")[0]] = got.get(s["name"].split("@")[0], 0) + 1
+    assert got == expected
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["plots"]
+    assert {next(iter(p)) for p in plots} == {"results/per_query", "results/pr"}
 
 
-def test_code_is_a_dependency(pairs):
-    """Both tools re-run a step when its script changes; DVC also when src/instance_search does."""
-    for job, stage in pairs:
-        script = job["input"].get("script")
-        assert script and job["shellcmd"].startswith(f"python {script} "), f"{job['rule']}: its script must be input 'script'"
-        assert script in stage["deps"] and "src/instance_search" in stage["deps"], stage["name"]
-
-
-def test_same_params(pairs, params):
-    """A rule's params (its rerun triggers) are the values of the keys its DVC stage lists."""
-    for job, stage in pairs:
-        tracked = job["params"].get("tracked")
-        assert tracked is not None, f"{job['rule']}: declare params: tracked=tracked_params(...)"
-        assert sorted(tracked) == stage["params"], stage["name"]
-        assert tracked == {k: get_key(params, k) for k in stage["params"]}, stage["name"]
+def test_code_is_a_dependency(stages):
+    """DVC re-runs a stage when its script or src/instance_search changes (Snakemake: the script is an input)."""
+    for s in stages:
+        script = s["cmd"].split()[1]
+        assert script in s["deps"] and "src/instance_search" in s["deps"], s["name"]
 
 
 def test_metrics_and_plots_for_dvc(stages):
     evaluate = [s for s in stages if s["name"].startswith("evaluate@")]
     assert evaluate
-    for stage in evaluate:
-        assert len(stage["metrics"]) == 1 and stage["metrics"][0].endswith(".json")
-        csvs = [o for o in stage["outs"] if o.endswith(".csv")]
-        assert sorted(o.split("/")[1] for o in csvs) == ["per_query", "pr"]
-        assert sorted(stage["uncached"]) == sorted(stage["metrics"] + csvs)
-    # the top-level plots draw those folders: per-query AP bars and precision-recall curves
-    plots = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["plots"]
-    assert {next(iter(p)) for p in plots} == {"results/per_query", "results/pr"}
+    for s in evaluate:
+        assert len(s["metrics"]) == 1 and s["metrics"][0].startswith("results/metrics/"), s["name"]
+        assert set(s["uncached"]) >= {*s["metrics"], *(o for o in s["outs"] if o.startswith(("results/per_query/",
+                                                                                             "results/pr/")))}
 
 
-def test_rule_conventions(jobs):
-    """Named outputs, a log that the script writes (--log), a benchmark, the conda env, a message."""
-    env = (REPO / "envs" / "instance-search.yaml").resolve()
-    for job in jobs:
-        name = f"{job['rule']} {job['wildcards']}"
-        assert job["log"] and job["log"][0].startswith("logs/"), name
-        assert f"--log {job['log'][0]}" in job["shellcmd"], name
-        assert not re.search(r"[<>|]", job["shellcmd"]), f"{name}: no shell redirection; the script writes its log"
-        assert job["benchmark"] and job["benchmark"].startswith("benchmarks/out/"), name
-        assert job["conda"] and Path(job["conda"]).name == env.name, name
-        assert job["message"], name
-        assert all(not k.isdigit() for k in job["output"]), f"{name}: name every output"
+def test_rule_conventions():
+    """Named outputs, a log under logs/ that the script writes, a benchmark, the conda env, a message, and
+    the one command shape (STEP: every path an argument named after the rule's input or output)."""
+    blocks = rule_blocks()
+    assert {"fetch", "prepare", "extract", "codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables",
+            "figures"} <= set(blocks)
+    for name, body in blocks.items():
+        if name == "all":
+            continue
+        for part in ("log:", "benchmark:", "conda:", "message:", "args=step_args", "tracked=tracked_params("):
+            assert part in body, f"rule {name}: no {part}"
+        assert re.search(r"shell:\s*\n\s*STEP\s*$", body), f"rule {name}: shell must be STEP"
+        assert 'logs/' in body.split("log:")[1].split("\n")[1], name
+    common = (REPO / "workflow/rules/common.smk").read_text(encoding="utf-8")
+    assert 'STEP = "python {input.script} --params {PARAMS} {params.args} --log {log}"' in common
 
 
-def test_extract_declares_a_gpu_only_for_cnn_methods(jobs):
-    extract = [j for j in jobs if j["rule"] == "extract"]
-    assert extract
-    for job in extract:
-        expected = 0 if job["wildcards"]["method"] == "sift" else 1
-        assert int(job["resources"].get("gpu", 0)) == expected, job["wildcards"]
-    for job in jobs:
-        if job["rule"] != "extract":
-            assert int(job["resources"].get("gpu", 0)) == 0, job["rule"]
+def test_no_rule_names_a_method():
+    """Method knowledge lives in the methods registry: no rule file or script tests a method's name."""
+    for f in [*RULE_FILES, *(REPO / "workflow" / "scripts").glob("*.py"), REPO / "Snakefile"]:
+        text = f.read_text(encoding="utf-8")
+        assert not re.search(r"""==\s*["'](sift|blcf|frcnn)["']|["'](sift|blcf|frcnn)["']\s*==""", text), f
+
+
+def test_extract_declares_a_gpu_only_for_cnn_methods(tmp_path, params):
+    root = copy_workflow(tmp_path / "repo")
+    proc = snakemake("-n", "--cores", "8", "--resources", "gpu=1", cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for d in params["run"]["datasets"]:
+        assert f"Extracting sift features of {d} (gpu=0)" in out
+        for m in set(params["run"]["methods"]) - {"sift"}:
+            assert f"Extracting {m} features of {d} (gpu=1)" in out, m
 
 
 def test_a_codebook_experiment_reruns_codebook_and_after_only(stages):
@@ -390,8 +320,6 @@ def test_snakemake_refuses_config_overrides_the_scripts_would_not_see(tmp_path):
 @pytest.mark.parametrize("script", step_scripts())
 def test_script_rejects_a_wrong_type_in_one_line(tmp_path, stages, script):
     """Every step script validates params.yaml before it does anything (through the runner)."""
-    if not (REPO / script).is_file():
-        pytest.skip(f"{script} is not written yet")
     root = copy_workflow(tmp_path / "repo")
     _bad_params(root)
     cmd = next(s["cmd"] for s in stages if s["cmd"].startswith(f"python {script} "))

@@ -1,13 +1,15 @@
-"""The pipeline end to end on a tiny synthetic benchmark, with Snakemake and with DVC.
+"""The pipeline end to end, with Snakemake and with DVC: on a tiny synthetic benchmark, and once on the
+demo itself (`make demo`'s params.yaml), whose numbers must equal the golden file tests/golden/demo_metrics.json.
 
-Slow (a couple of minutes on 2 cores): marked `workflow`. Run them alone with
+Slow (the demo: about 8 minutes on 2 cores; the tiny runs a couple): marked `workflow`. Run them alone with
     python -m pytest -m workflow tests/test_workflow_run.py
-Each test works in a temporary copy of the repository with params.yaml shrunk to a few images.
+Each test works in a temporary copy of the repository.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -21,12 +23,16 @@ from workflow_tools import CODEBOOK_SIZE, copy_repo, get_key, git, output_of, se
 pytestmark = pytest.mark.workflow
 
 RUN_TIMEOUT = 600
+DEMO_TIMEOUT = 1800
+GOLDEN = Path(__file__).parent / "golden" / "demo_metrics.json"
+GOLDEN_KEYS = ("mAP", "NDCG", "seed_map", "seed_ndcg")
+STAGES = ("first_stage", "rerank", "expand")
 
 # The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, 64-word (sift) and 32-word
-# (blcf, the offline MobileNetV2 at the images' own size) codebooks.
+# (blcf, the offline MobileNetV2 at the images' own size) codebooks, frcnn's grid proposals at 320 px.
 TINY = {
-    "run.datasets": ["synthetic"],
-    "run.methods": ["sift", "blcf"],
+    "run.datasets": ["synthetic", "photos"],
+    "run.methods": ["sift", "blcf", "frcnn"],
     "run.similarities": ["cosine", "weighted_cosine"],
     "datasets.synthetic.generator.objects": 3,
     "datasets.synthetic.generator.views": 4,
@@ -38,8 +44,9 @@ TINY = {
     "blcf.extract.max_side": 320,
     "blcf.codebook.words": 32,
     "blcf.codebook.pca_dim": 64,
+    "frcnn.extract.max_side": 320,
     "figures.queries": 2,
-    "figures.top": 3,
+    "figures.results": 3,
 }
 STEPS_AFTER_CODEBOOK = ("codebook", "encode", "rank", "rerank", "expand", "evaluate", "figures")  # + tables
 STEPS_BEFORE_CODEBOOK = ("fetch", "prepare", "extract")
@@ -59,9 +66,17 @@ def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def tiny_repo(tmp_path) -> Path:
-    """A copy of the repository whose params.yaml describes the tiny benchmark."""
+    """A copy of the repository whose params.yaml describes the tiny benchmark, and a folder of 6 photos
+    without ground truth (format: folder) with one query."""
+    from instance_search.datasets import synthetic
+
     root = copy_repo(tmp_path / "repo")
+    synthetic.generate(root / "photos", seed=5, objects=2, views=2, distractors=2, width=320, height=240,
+                       jpeg_quality=85)
+    (root / "photos" / "queries.csv").write_text("image,x1,y1,x2,y2\nobj01_v0.jpg,40,30,280,210\n", encoding="utf-8")
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    params["datasets"]["photos"] = {"source": "local", "format": "folder", "images": "photos/jpg",
+                                    "queries": "photos/queries.csv"}
     for key, value in TINY.items():
         set_key(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -69,17 +84,26 @@ def tiny_repo(tmp_path) -> Path:
 
 
 def digests(root: Path) -> dict[str, str]:
-    """sha256 of every table, metrics and per-query file."""
-    files = [p for folder in ("results/tables", "results/metrics", "results/per_query")
+    """sha256 of every table, metrics, per-query and precision-recall file."""
+    files = [p for folder in ("results/tables", "results/metrics", "results/per_query", "results/pr")
              for p in sorted((root / folder).rglob("*")) if p.is_file()]
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def expected_results() -> set[str]:
-    sims, methods = TINY["run.similarities"], TINY["run.methods"]
+    sims, methods, datasets = TINY["run.similarities"], TINY["run.methods"], TINY["run.datasets"]
     return ({f"results/tables/{m}_{s}.{ext}" for m in methods for s in sims for ext in ("md", "csv")}
-            | {f"results/metrics/{m}_{s}/synthetic.json" for m in methods for s in sims}
-            | {f"results/per_query/{m}_{s}/synthetic.csv" for m in methods for s in sims})
+            | {f"results/{kind}/{m}_{s}/{d}.{ext}" for m in methods for s in sims for d in datasets
+               for kind, ext in (("metrics", "json"), ("per_query", "csv"), ("pr", "csv"))})
+
+
+def demo_numbers(root: Path) -> dict:
+    """{method_similarity: {stage: {key: value to 4 decimals}}} of a finished run's metrics files."""
+    out = {}
+    for path in sorted((root / "results/metrics").glob("*/synthetic.json")):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        out[path.parent.name] = {stage: {k: round(m[stage][k], 4) for k in GOLDEN_KEYS} for stage in STAGES}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -94,7 +118,14 @@ def test_snakemake_twice_from_scratch_gives_identical_results(tiny_repo):
     assert set(first) == expected_results()
     for m in TINY["run.methods"]:
         for s in TINY["run.similarities"]:
-            assert (root / f"results/figures/synthetic_{m}_{s}.png").stat().st_size > 0
+            for d in TINY["run.datasets"]:
+                assert (root / f"results/figures/{d}_{m}_{s}.png").stat().st_size > 0
+            # the photo folder is indexed and ranked, not evaluated: no row in the tables
+            metrics = json.loads((root / f"results/metrics/{m}_{s}/photos.json").read_text(encoding="utf-8"))
+            assert metrics["evaluated"] is False and metrics["queries"] == 1
+            table = (root / f"results/tables/{m}_{s}.csv").read_text(encoding="utf-8").splitlines()
+            assert len(table) == 2 and table[1].startswith("synthetic,")
+        assert (root / f"results/photos/{m}/index/manifest.json").is_file()
     proc = workflow_tools.snakemake("--report", "results/report.html", cwd=root)
     assert proc.returncode == 0, tail(proc)
     html = (root / "results/report.html").read_text(encoding="utf-8", errors="replace")
@@ -107,10 +138,39 @@ def test_snakemake_twice_from_scratch_gives_identical_results(tiny_repo):
     assert digests(root) == first, "two runs from scratch wrote different tables or metrics"
 
 
+def test_demo_numbers_are_the_golden_ones(tmp_path):
+    """`make demo`'s pipeline (params.yaml as committed): every method x similarity x stage gives exactly
+    the mAP, NDCG, seed_map and seed_ndcg (4 decimals) of tests/golden/demo_metrics.json, and the
+    re-ranking and query expansion help where the README says they do. Changing the golden file is a
+    deliberate act: python tests/golden/write_golden.py <checkout> after a run, with the reason in the commit."""
+    root = copy_repo(tmp_path / "repo")
+    proc = workflow_tools.snakemake("--cores", "2", "--resources", "gpu=1", cwd=root, timeout=DEMO_TIMEOUT)
+    assert proc.returncode == 0, tail(proc)
+    got = demo_numbers(root)
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert got == golden, ("the demo's numbers changed; if on purpose, update the golden file "
+                           f"(python tests/golden/write_golden.py {root}) and say why in the commit:\n"
+                           + json.dumps(got, indent=1))
+    for name, stages in got.items():
+        # window / proposal re-ranking beats the first stage for every method on the demo
+        assert stages["rerank"]["mAP"] >= stages["first_stage"]["mAP"], name
+    for s in ("cosine", "weighted_cosine"):  # blcf's local query expansion beats re-ranking (the BLCF paper)
+        assert got[f"blcf_{s}"]["expand"]["mAP"] >= got[f"blcf_{s}"]["rerank"]["mAP"], s
+    table = (root / "results/tables/blcf_cosine.csv").read_text(encoding="utf-8").splitlines()
+    row = dict(zip(table[0].split(","), table[1].split(",")))  # the table's final column is the expanded stage
+    assert round(float(row["mAP"]), 4) == got["blcf_cosine"]["expand"]["mAP"]
+    assert round(float(row["mAP_reranked"]), 4) == got["blcf_cosine"]["rerank"]["mAP"]
+
+
 def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
     """`dvc exp run -S sift.codebook.words=32` re-runs codebook and every step after it, and
-    leaves synthetic, prepare and extract (and their outputs) alone."""
+    leaves synthetic, prepare and extract (and their outputs) alone. (sift and blcf on the benchmark
+    only: the behaviour under test is DVC's, and the CPU time is CI's.)"""
     root = tiny_repo
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    set_key(params, "run.methods", ["sift", "blcf"])
+    set_key(params, "run.datasets", ["synthetic"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     git("init", "--quiet", cwd=root)
     proc = dvc("init", "--quiet", cwd=root)
     assert proc.returncode == 0, tail(proc)
@@ -125,7 +185,8 @@ def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
     untouched = [root / "results/synthetic/gnd.json", *sorted(p for p in features.rglob("*") if p.is_file())]
     assert len(untouched) > 1, "extract wrote no feature files"
     mtimes = {p: p.stat().st_mtime_ns for p in untouched}
-    metrics_before = {p: (root / p).read_bytes() for p in expected_results() if p.startswith("results/metrics/")}
+    metrics_before = {p: (root / p).read_bytes() for p in expected_results()
+                      if p.startswith("results/metrics/") and "frcnn" not in p and "photos" not in p}
 
     proc = dvc("exp", "run", "-S", f"{CODEBOOK_SIZE}=32", cwd=root)
     out = output_of(proc)

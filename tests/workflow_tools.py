@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ["workflow", "src", "envs", "params.yaml", "params-full.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
+COPIED = ["Snakefile", "workflow", "profiles", "src", "envs", "params.yaml", "params-full.yaml", "dvc.yaml", ".dvcignore",
+          ".gitignore", "pyproject.toml"]
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", ".pytest_cache")
 CODEBOOK_SIZE = "sift.codebook.words"  # the params.yaml key of the number of visual words
 TIMEOUT = 120  # seconds a tool may run, unless a caller says otherwise

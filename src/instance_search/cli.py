@@ -1,4 +1,5 @@
-"""The ``instance-search`` command: ``query`` a built index with an image and a box, or ``serve`` a web page.
+"""The ``instance-search`` command: ``index`` a folder of photos, ``query`` an index with an image and a
+box, or ``serve`` a local web page over indexes.
 
 Failures the user can fix print one line ``error: <message>`` on stderr and exit with status 1
 (argparse's own usage errors exit with 2).
@@ -8,36 +9,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from .errors import InstanceSearchError
-from .search import SIMILARITIES
+from .retrieval.similarity import SIMILARITIES
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="instance-search", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{query,serve}")
+    from . import methods
 
-    q = sub.add_parser("query", help="rank a built index's database for one image and box",
-                       description="Rank the database of a built index for an image (and a box in its pixels).")
-    q.add_argument("--index", required=True, help="a finished index folder, results/<dataset>/<method>")
+    ap = argparse.ArgumentParser(prog="instance-search", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{index,query,serve}")
+
+    x = sub.add_parser("index", help="index a folder of photos (or add photos to an index)",
+                       description="Build an index of a folder of images with the pipeline's own steps (extract, "
+                                   "learn the model, encode), or add the images of another folder to an index "
+                                   "without learning its model again.")
+    what = x.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", help="the folder of images to index (searched recursively)")
+    what.add_argument("--add", metavar="DIR", help="a folder of images to add to the existing index --out")
+    x.add_argument("--method", choices=methods.names(), help="the method (with --images)")
+    x.add_argument("--out", required=True, help="the index folder to write (with --images it must not exist)")
+    x.add_argument("--params", default="params.yaml", help="the method's parameters (default params.yaml)")
+
+    q = sub.add_parser("query", help="rank an index's images for one image and box",
+                       description="Rank the database of an index for an image (and a box in its pixels).")
+    q.add_argument("--index", required=True, help="an index folder: results/<dataset>/<method>, or one made by index")
     q.add_argument("--image", required=True, help="the query image (any file OpenCV reads)")
     q.add_argument("--box", default=None, help="x1,y1,x2,y2 in the image's pixels (default: the whole image)")
     q.add_argument("--similarity", choices=SIMILARITIES, default="cosine")
-    q.add_argument("--top", type=int, default=20, help="results to show (default 20)")
+    q.add_argument("--results", type=int, default=20, help="results to show (default 20)")
     q.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True,
-                   help="re-score the first rerank.top results by their best window (default: on)")
-    q.add_argument("--out", default=None, help="write a montage (.png/.jpg): the query box and each result's window")
+                   help="re-score the top candidates locally and expand the query, as params say (default: on)")
+    q.add_argument("--out", default=None, help="write a montage (.png/.jpg): the query box and each result's region")
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
-    q.add_argument("--params", default="params.yaml", help="search and rerank parameters (default params.yaml)")
+    q.add_argument("--params", default="params.yaml", help="search and re-ranking parameters (default params.yaml)")
 
     s = sub.add_parser("serve", help="a local web page to query one or more indexes",
-                       description="Serve a local web page (127.0.0.1 only) to query one or more built indexes.")
+                       description="Serve a local web page (127.0.0.1 only) to query one or more indexes.")
     s.add_argument("--index", action="append", required=True, help="an index folder; repeat for several")
     s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
-    s.add_argument("--params", default="params.yaml", help="search and rerank parameters (default params.yaml)")
+    s.add_argument("--params", default="params.yaml", help="search and re-ranking parameters (default params.yaml)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
     return ap
+
+
+def _params(path: str) -> dict:
+    from .config import load_params, schema_path
+
+    return load_params(path, schema_path(path))
+
+
+def _index(args: argparse.Namespace) -> None:
+    from . import photos
+
+    params = _params(args.params)
+    if args.images is not None:
+        if args.method is None:
+            raise InstanceSearchError("index --images needs --method (sift, blcf or frcnn)")
+        photos.build(args.images, args.method, args.out, params)
+    else:
+        if args.method is not None:
+            raise InstanceSearchError("index --add keeps the index's own method; drop --method")
+        photos.add(args.add, args.out, params)
 
 
 def _query(args: argparse.Namespace) -> None:
@@ -45,10 +80,12 @@ def _query(args: argparse.Namespace) -> None:
     from .query import format_text, parse_box, run_query, write_montage
 
     box = parse_box(args.box) if args.box is not None else None  # before the (slower) index load
-    if args.top < 1:
-        raise InstanceSearchError(f"--top {args.top}: must be at least 1")
-    index = load_index(args.index, args.params)
-    answer = run_query(index, args.image, box, similarity=args.similarity, top=args.top, rerank=args.rerank)
+    if args.results < 1:
+        raise InstanceSearchError(f"--results {args.results}: must be at least 1")
+    params = _params(args.params)
+    index = load_index(args.index)
+    answer = run_query(index, args.image, box, params=params, params_source=args.params, similarity=args.similarity,
+                       results=args.results, rerank=args.rerank)
     if args.out:
         write_montage(answer, args.out)
     print(json.dumps(answer.to_dict(), indent=1) if args.json else format_text(answer))
@@ -64,14 +101,17 @@ def _serve(args: argparse.Namespace) -> None:
         raise InstanceSearchError(f"--port {args.port}: expected 0..65535")
     if args.max_upload_mb <= 0:
         raise InstanceSearchError(f"--max-upload-mb {args.max_upload_mb}: must be positive")
-    indexes = [load_index(p, args.params) for p in args.index]
-    serve(indexes, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    params = _params(args.params)
+    indexes = [load_index(p) for p in args.index]
+    serve(indexes, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), params=params,
+          params_source=args.params)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        (_query if args.command == "query" else _serve)(args)
+        {"index": _index, "query": _query, "serve": _serve}[args.command](args)
     except InstanceSearchError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

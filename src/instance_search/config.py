@@ -49,3 +49,13 @@ def load_params(path: str | os.PathLike, schema_path: str | os.PathLike) -> dict
         raise InstanceSearchError(f"{path}: not valid YAML{where}; fix the syntax") from None
     validate_params(params, load_schema(schema_path), source=str(path))
     return params
+
+
+def schema_path(params_path: str | os.PathLike) -> Path:
+    """The schema for a params file: its checkout's (beside it), else this installation's checkout's."""
+    for root in (Path(params_path).resolve().parent, Path(__file__).resolve().parents[2]):
+        schema = root / "workflow" / "schemas" / "params.schema.json"
+        if schema.is_file():
+            return schema
+    raise InstanceSearchError(f"{params_path}: no workflow/schemas/params.schema.json beside it to check it against; "
+                              "pass the params.yaml of an instance-search checkout")

@@ -18,10 +18,14 @@ Outputs of :func:`write_evaluation`:
 - ``pr.csv`` (optional, for ``dvc plots``): ``stage,recall,precision``, the 11-point interpolated
   precision-recall curve (precision at recall r = the best precision at any recall >= r), averaged
   over the queries' own labels.
+
+A dataset without ground truth (a photo folder) is not evaluated: its metrics file says
+``"evaluated": false`` (the tables leave it out) and its CSVs hold only their headers.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping
 
@@ -29,9 +33,11 @@ import numpy as np
 import pandas as pd
 
 from . import groundtruth, metrics
-from .search import load_ranking
 from .groundtruth import GRADES, GroundTruth
 from .io import atomic_path, write_json
+from .ranking_files import load_ranking
+
+log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
 # Column of the per-query table -> key of the summary (the seed's tables say mAP and NDCG).
@@ -92,6 +98,21 @@ def interpolated_pr(gnd: GroundTruth, ranks: np.ndarray, levels: np.ndarray = RE
     return np.mean(curves, axis=0) if curves else np.zeros(len(levels))
 
 
+def _not_evaluated(gnd: GroundTruth, metrics_path, per_query_path, pr_path, dataset, method, similarity,
+                   labels) -> dict:
+    """A dataset without ground truth (a photo folder): a metrics file that says so, empty CSVs."""
+    log.info("%s: no ground truth (a photo folder): nothing to evaluate, and no row in the tables", dataset)
+    summary = {"dataset": dataset, "method": method, "similarity": similarity, **(labels or {}), "evaluated": False,
+               "queries": len(gnd.queries)}
+    with atomic_path(per_query_path) as tmp:
+        pd.DataFrame(columns=["stage", "query", *METRIC_COLUMNS]).to_csv(tmp, index=False, lineterminator="\n")
+    if pr_path is not None:
+        with atomic_path(pr_path) as tmp:
+            pd.DataFrame(columns=["stage", "recall", "precision"]).to_csv(tmp, index=False, lineterminator="\n")
+    write_json(metrics_path, summary)
+    return summary
+
+
 def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metrics_path, per_query_path,
                      params: dict, dataset: str, method: str, similarity: str, pr_path=None,
                      labels: Mapping[str, str] | None = None) -> dict:
@@ -101,6 +122,8 @@ def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metric
     Returns the summary written.
     """
     gnd = groundtruth.load(gnd_path)
+    if not gnd.labelled:
+        return _not_evaluated(gnd, metrics_path, per_query_path, pr_path, dataset, method, similarity, labels)
     settings = params["evaluate"]
     ranks = {stage: load_ranking(path, gnd)["ranks"] for stage, path in rankings.items()}
 

@@ -95,6 +95,8 @@ class GroundTruth:
     images: list[Image]
     n_database: int
     queries: list[Query] = field(default_factory=list)
+    # False for a photo folder (format: folder): no positives, so nothing to evaluate; queries optional
+    labelled: bool = True
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -111,7 +113,7 @@ class GroundTruth:
         """Check the invariants later steps rely on; raise naming the query at fault."""
         if not 0 < self.n_database <= len(self.images):
             raise InstanceSearchError(f"{source}: n_database={self.n_database} but {len(self.images)} images")
-        if not self.queries:
+        if not self.queries and self.labelled:
             raise InstanceSearchError(f"{source}: no queries; the ground-truth folder gives none")
         for q in self.queries:
             if not 0 <= q.image < len(self.images):
@@ -122,7 +124,7 @@ class GroundTruth:
                 raise InstanceSearchError(
                     f"{source}: query {q.name}: box {list(q.box)} is not inside its image {im.name} "
                     f"({im.width}x{im.height}); fix the box")
-            if not q.positives:
+            if not q.positives and self.labelled:
                 raise InstanceSearchError(f"{source}: query {q.name}: no positive images; fix its good/ok lists")
             if q.protocol_names != self.protocols:
                 raise InstanceSearchError(
@@ -145,13 +147,16 @@ class GroundTruth:
                                   for name, labels in q.protocols]
             return d
 
-        return {
+        out = {
             "dataset": self.dataset,
             "root": self.root,
             "n_database": self.n_database,
             "images": [vars(im) for im in self.images],
             "queries": [query(q) for q in self.queries],
         }
+        if not self.labelled:  # only photo folders carry the key: benchmark files stay as they were
+            out["labelled"] = False
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "GroundTruth":
@@ -169,6 +174,7 @@ class GroundTruth:
                       protocols=tuple((p["name"], labels(p)) for p in q.get("protocols", ())))
                 for q in d["queries"]
             ],
+            labelled=bool(d.get("labelled", True)),
         )
 
 

@@ -1,15 +1,10 @@
-"""One box query against a loaded :class:`~instance_search.index.Index`: features, ranking, re-ranking.
+"""One query image (and box) against a loaded :class:`~instance_search.index.Index`.
 
-The steps are the pipeline's own (``search`` for the first stage, ``rerank`` for the sliding
-windows), applied to a single image the user gives:
-
-1. extract the image's local features with the index's extraction config and assign their words
-   (a box that holds no feature falls back as in the pipeline: see ``search.box_words``);
-2. first stage: the words inside the box (LS; ``search.query: gs`` in the params uses the whole
-   image, as the rank step does) against every database image, cosine or weighted cosine;
-3. re-rank the first ``rerank.top`` results by their best window against the words in the box.
-
-Without a box the whole image is the query. Each step is timed (``Answer.timings``).
+The query goes through the pipeline's own path (:func:`instance_search.engine.retrieve`): the index's
+method extracts and encodes the image as the database was (a box that holds no feature falls back as
+the pipeline's queries do), ranks the database (first stage: the box, or the whole image as
+``search.query: gs`` says), re-scores the top candidates locally and expands the query, as params
+say. Without a box the whole image is the query. Each stage is timed (``Answer.timings``).
 """
 
 from __future__ import annotations
@@ -22,13 +17,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.sparse as sp
 
-from . import report, search
-from . import rerank as rerank_mod
+from . import report
+from .engine import retrieve
 from .errors import InstanceSearchError
 from .index import Index
 from .io import read_image, write_bytes
+from .retrieval.similarity import SIMILARITIES
 
 Box = tuple[float, float, float, float]
 
@@ -71,8 +66,8 @@ class Hit:
     name: str
     path: str
     score: float
-    window: list[float] | None      # best-matching window (x1, y1, x2, y2) when re-ranked, else None
-    reranked: bool                  # scored by its best window; False: first-stage order, score shifted below
+    window: list[float] | None      # best-matching region (x1, y1, x2, y2) when re-ranked, else None
+    reranked: bool                  # scored locally; False: first-stage order, score shifted below
 
 
 @dataclass
@@ -85,33 +80,31 @@ class Answer:
     width: int
     height: int
     box: list[float] | None
-    first_stage: str                # "ls" (box words) or "gs" (whole image)
-    n_features: int
-    n_box_features: int
+    first_stage: str                # "ls" (the box) or "gs" (the whole image)
+    n_features: int | None          # local features (bags of words) or proposals (regions) of the image
+    n_box_features: int | None      # of which inside the box (bags of words)
     box_fallback: bool              # the box held no feature: the method's fallback was used instead
-    reranked: int                   # how many first-stage results were re-scored by windows (0: none)
+    reranked: int                   # how many first-stage results were re-scored locally (0: none)
+    expanded: bool                  # the query was expanded (expand.mode) before the final re-scoring
     params_source: str
     hits: list[Hit] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: extract, rank, rerank, total
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: extract, rank, rerank, expand, total
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _vector(words: np.ndarray, index: Index) -> sp.csr_matrix:
-    counts = sp.csr_matrix((np.ones(len(words), np.float32), (np.zeros(len(words), np.int64), words)),
-                           shape=(1, index.vocabulary))
-    counts.sum_duplicates()
-    return search.weighted(counts, index.idf)
+def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *, params: dict,
+              params_source: str = "params.yaml", similarity: str = "cosine", results: int = 20,
+              rerank: bool = True) -> Answer:
+    """Rank the index's database for ``image`` (and ``box`` in its pixels; None: the whole image).
 
-
-def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *, similarity: str = "cosine",
-              top: int = 20, rerank: bool = True) -> Answer:
-    """Rank the index's database for ``image`` (and ``box`` in its pixels; None: the whole image)."""
-    if similarity not in search.SIMILARITIES:
-        raise InstanceSearchError(f"similarity {similarity!r}: expected one of {', '.join(search.SIMILARITIES)}")
-    if top < 1:
-        raise InstanceSearchError(f"top must be at least 1, got {top}")
+    rerank: False stops after the first stage; True runs re-ranking and query expansion as params say.
+    """
+    if similarity not in SIMILARITIES:
+        raise InstanceSearchError(f"similarity {similarity!r}: expected one of {', '.join(SIMILARITIES)}")
+    if results < 1:
+        raise InstanceSearchError(f"results must be at least 1, got {results}")
     start = time.perf_counter()
     image = str(image)
     try:
@@ -121,45 +114,38 @@ def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *,
     if box is not None:
         box = check_box_order(box)
         check_box_inside(box, width, height, image)
-    xy, words = index.features(image, width, height)
-    if len(words) == 0:
-        raise InstanceSearchError(f"{image}: no local feature found in the image; use a more textured image")
-    fell_back = False
-    in_box = words
-    if box is not None:  # an empty box falls back as the pipeline's queries do (whole image, or nearest cell)
-        in_box, fell_back = search.box_words(xy, words, box, index.box_fallback)
-    t_extract = time.perf_counter()
+    queries = index.image_query(image, width, height, box)
+    timings = {"extract": time.perf_counter() - start}
 
-    s, r = index.params["search"], index.params["rerank"]
-    first_stage = s["query"] if box is not None else "gs"
-    q_first = _vector(words if first_stage == "gs" else in_box, index)
-    scores = search.similarity(q_first, index.database, similarity, s["weight_absent"])
-    ranks, ranked = search.rank(scores)
-    t_rank = time.perf_counter()
+    stages = ["first_stage", "rerank", "expand"] if rerank else ["first_stage"]
+    got, previous = {}, None
+    for stage in stages:
+        t = time.perf_counter()
+        got.update(retrieve(index, queries, params, similarity, until=stage, start=previous))
+        previous = (stage, got[stage])
+        timings["rank" if stage == "first_stage" else stage] = time.perf_counter() - t
+    final = got[stages[-1]]
+    timings["total"] = time.perf_counter() - start
 
-    boxes = np.zeros((1, 0, 4), np.float32)
-    if rerank and r["top"] > 0:
-        ranks, ranked, boxes = rerank_mod.rerank(
-            ranks, ranked, [rerank_mod.query_arrays(_vector(in_box, index))], index.maps.image, index.idf,
-            top=r["top"], cell=r["cell"], scales=r["scales"], aspect_ratios=r["aspect_ratios"], stride=r["stride"],
-            similarity=similarity, alpha=s["weight_absent"])
-    t_rerank = time.perf_counter()
-
+    ranks, scores, boxes = final.ranks, final.scores, final.boxes
+    n_local = final.reranked
     hits = []
-    for j in range(min(top, ranks.shape[1])):
+    for j in range(min(results, ranks.shape[1])):
         i = int(ranks[0, j])
-        window = boxes[0, j] if j < boxes.shape[1] and np.all(np.isfinite(boxes[0, j])) else None
+        window = boxes[0, j] if j < n_local and np.all(np.isfinite(boxes[0, j])) else None
         hits.append(Hit(rank=j + 1, image=i, name=index.gnd.images[i].name, path=str(index.image_path(i)),
-                        score=round(float(ranked[0, j]), 6),
-                        window=None if window is None else [float(v) for v in window],
-                        reranked=j < boxes.shape[1]))
+                        score=round(float(scores[0, j]), 6),
+                        window=None if window is None else [float(v) for v in window], reranked=j < n_local))
+    info = queries.info[0]
+    p = params[index.method.name]
     return Answer(
-        index=str(index.path), dataset=index.dataset, method=index.method, similarity=similarity, image=image,
-        width=int(width), height=int(height), box=None if box is None else list(box), first_stage=first_stage,
-        n_features=int(len(words)), n_box_features=int(len(in_box)), box_fallback=fell_back, reranked=int(boxes.shape[1]),
-        params_source=index.params_source, hits=hits,
-        timings={"extract": t_extract - start, "rank": t_rank - t_extract, "rerank": t_rerank - t_rank,
-                 "total": time.perf_counter() - start})
+        index=str(index.path), dataset=index.dataset, method=index.method.name, similarity=similarity, image=image,
+        width=int(width), height=int(height), box=None if box is None else list(box),
+        first_stage=p["search"]["query"] if box is not None else "gs",
+        n_features=info.get("features"), n_box_features=info.get("box_features"),
+        box_fallback=bool(info.get("box_fallback", False)), reranked=n_local,
+        expanded=rerank and p["expand"]["mode"] != "none" and n_local > 0,
+        params_source=params_source, hits=hits, timings=timings)
 
 
 def _fmt_box(box) -> str:
@@ -169,9 +155,12 @@ def _fmt_box(box) -> str:
 def format_text(answer: Answer) -> str:
     """The plain-text answer: a header, one line per result, the timings."""
     rr = f"re-ranked top {answer.reranked}" if answer.reranked else "not re-ranked"
+    if answer.expanded:
+        rr += ", query expanded"
+    found = ("" if answer.n_features is None else f": {answer.n_features} features"
+             + ("" if answer.n_box_features is None else f", {answer.n_box_features} in the box"))
     lines = [
-        f"query {answer.image} ({answer.width}x{answer.height}), box {_fmt_box(answer.box)}: "
-        f"{answer.n_features} features, {answer.n_box_features} in the box",
+        f"query {answer.image} ({answer.width}x{answer.height}), box {_fmt_box(answer.box)}{found}",
         f"index {answer.index} ({answer.dataset}/{answer.method}), {answer.similarity}, first stage "
         f"{answer.first_stage.upper()}, {rr} (params {answer.params_source})",
         f"{'rank':>4}  {'score':>7}  {'image':<24}  window x1,y1,x2,y2",
@@ -181,20 +170,16 @@ def format_text(answer: Answer) -> str:
                         + ("the whole image" if answer.n_box_features == answer.n_features else "the nearest feature"))
     lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.name:<24}  {_fmt_box(h.window)}" for h in answer.hits]
     t = answer.timings
-    lines.append(f"time: extract {t['extract']:.3f} s, rank {t['rank']:.3f} s, rerank {t['rerank']:.3f} s, "
-                 f"total {t['total']:.3f} s")
+    parts = [f"{k} {t[k]:.3f} s" for k in ("extract", "rank", "rerank", "expand", "total") if k in t]
+    lines.append("time: " + ", ".join(parts))
     return "\n".join(lines)
-
-
-# A result's frame: no ground truth for a user's query, so a neutral grey instead of right/wrong colours.
-NEUTRAL = (200, 200, 200)
 
 
 def montage(answer: Answer, columns: int = 6) -> np.ndarray:
     """BGR image: the query with its box, then each result with its best window, ``columns`` tiles a row."""
     tiles = [report.thumbnail(read_image(answer.image), answer.box, report.QUERY_COLOUR, report.QUERY_COLOUR,
                                f"query {Path(answer.image).name}")]
-    tiles += [report.thumbnail(read_image(h.path), h.window, report.WINDOW_COLOUR, NEUTRAL,
+    tiles += [report.thumbnail(read_image(h.path), h.window, report.WINDOW_COLOUR, report.NEUTRAL,
                                 f"#{h.rank} {h.score:.3f} {h.name}") for h in answer.hits]
     rows = [report.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
     width = max(r.shape[1] for r in rows)

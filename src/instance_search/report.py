@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -17,16 +18,7 @@ from . import groundtruth
 from .errors import InstanceSearchError
 from .groundtruth import GroundTruth
 from .io import read_image, read_json, write_bytes, write_text
-from .search import load_ranking
-
-# The seed's published "mAP" (its own definition, our seed_map), per method and dataset: the student
-# project "Instance Based Image Retrieval using Deep Learning" (reference.md, section 1). It reported
-# the same number under both similarities as far as we know, so one value serves both tables.
-SEED_PUBLISHED_MAP = {
-    "sift": {"oxford5k": 0.056, "paris6k": 0.506},
-    "blcf": {"oxford5k": 0.696, "paris6k": 0.630, "instre": 0.186, "sculptures6k": 0.065},
-    "frcnn": {"oxford5k": 0.652, "paris6k": 0.561, "instre": 0.091, "sculptures6k": 0.132},
-}
+from .ranking_files import load_ranking
 
 TABLE_COLUMNS = ["dataset", "mAP", "NDCG", "seed_map", "seed_ndcg", "mAP_first_stage", "mAP_reranked",
                  "seed_published_mAP"]
@@ -62,9 +54,11 @@ def _row(dataset: str, stages: dict, published, proposals=None) -> dict:
             "mAP_reranked": stages["rerank"]["mAP"], "seed_published_mAP": published}
 
 
-def _table_rows(path: str | os.PathLike, method: str, similarity: str) -> list[dict]:
+def _table_rows(path: str | os.PathLike, method: str, similarity: str, published: Mapping[str, float]) -> list[dict]:
     """One row per metrics file, or one per protocol (``<dataset>-E``, ...) for a dataset with protocols."""
     m = read_json(path)
+    if m.get("evaluated") is False:  # a photo folder: no ground truth, no row
+        return []
     try:
         if (m["method"], m["similarity"]) != (method, similarity):
             raise InstanceSearchError(
@@ -74,15 +68,15 @@ def _table_rows(path: str | os.PathLike, method: str, similarity: str) -> list[d
             order = known + sorted(set(m["protocols"]) - set(known))
             return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan, m.get("proposals"))
                     for p in order]
-        return [_row(m["dataset"], m, SEED_PUBLISHED_MAP.get(method, {}).get(m["dataset"], np.nan), m.get("proposals"))]
+        return [_row(m["dataset"], m, published.get(m["dataset"], np.nan), m.get("proposals"))]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
 
 
-def build_table(metrics_paths, method: str, similarity: str) -> pd.DataFrame:
+def build_table(metrics_paths, method: str, similarity: str, published: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Rows = datasets in the order of ``metrics_paths`` (a revisited dataset: its E, M, H rows);
-    columns :data:`TABLE_COLUMNS`."""
-    rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity)]
+    columns :data:`TABLE_COLUMNS`; ``published``: the seed's mAP per dataset, shown beside ours."""
+    rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity, published or {})]
     # frcnn's numbers depend on where its proposals came from: the column says it (other methods: none)
     columns = TABLE_COLUMNS + (["proposals"] if any(r["proposals"] for r in rows) else [])
     return pd.DataFrame(rows, columns=columns)
@@ -102,9 +96,10 @@ def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
     return "\n".join(lines + [line for note in notes for line in ("", note)] + [""])
 
 
-def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path) -> pd.DataFrame:
+def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path,
+                published: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Write one method x similarity table as Markdown (3 decimals) and CSV (6 decimals)."""
-    table = build_table(metrics_paths, method, similarity)
+    table = build_table(metrics_paths, method, similarity, published)
     write_text(csv_path, table.to_csv(index=False, float_format="%.6f", lineterminator="\n", na_rep=""))
     write_text(md_path, _markdown(table, method, similarity))
     return table
@@ -118,6 +113,7 @@ LABEL_HEIGHT = 26
 GAP = 6
 # BGR colours.
 GREEN, RED, GREY = (40, 170, 40), (40, 40, 220), (160, 160, 160)
+NEUTRAL = (200, 200, 200)  # a result of a query without ground truth: neither right nor wrong
 QUERY_COLOUR, WINDOW_COLOUR, WHITE, BLACK = (220, 120, 0), (0, 220, 255), (255, 255, 255), (0, 0, 0)
 
 
@@ -142,7 +138,9 @@ def _fitting_font_scale(label: str, width: int, largest: float = 0.5, smallest: 
     return max(smallest, min(largest, largest * width / text_width)) if text_width else largest
 
 
-def _result_colour(q: groundtruth.Query, index: int):
+def _result_colour(q: groundtruth.Query, index: int, labelled: bool = True):
+    if not labelled:
+        return NEUTRAL
     if index in q.positives:
         return GREEN
     return GREY if index in q.junk else RED
@@ -158,28 +156,32 @@ def pad_right(row: np.ndarray, width: int) -> np.ndarray:
     return cv2.copyMakeBorder(row, 0, GAP, 0, width - row.shape[1], cv2.BORDER_CONSTANT, value=WHITE)
 
 
-def _query_row(gnd: GroundTruth, qi: int, ranks: np.ndarray, scores: np.ndarray, boxes: np.ndarray, top: int):
+def _query_row(gnd: GroundTruth, qi: int, ranks: np.ndarray, scores: np.ndarray, boxes: np.ndarray, results: int):
     q = gnd.queries[qi]
     tiles = [thumbnail(read_image(gnd.image_path(q.image)), q.box, QUERY_COLOUR, QUERY_COLOUR, f"query {q.name}")]
-    for j in range(min(top, ranks.shape[1])):
+    for j in range(min(results, ranks.shape[1])):
         index = int(ranks[qi, j])
         box = boxes[qi, j] if j < boxes.shape[1] else None
-        tiles.append(thumbnail(read_image(gnd.image_path(index)), box, WINDOW_COLOUR, _result_colour(q, index),
+        tiles.append(thumbnail(read_image(gnd.image_path(index)), box, WINDOW_COLOUR, _result_colour(q, index, gnd.labelled),
                                 f"#{j + 1}  {float(scores[qi, j]):.3f}"))
     return hstack(tiles)
 
 
 def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.PathLike, out_png: str | os.PathLike,
-                 n_queries: int, top: int) -> None:
+                 n_queries: int, results: int) -> None:
     """A PNG grid: per query (first ``n_queries`` in ground-truth order), the query image with its box,
-    then its first ``top`` re-ranked results, framed green (good/ok), red (negative) or grey (junk),
+    then its first ``results`` re-ranked results, framed green (good/ok), red (negative) or grey (junk),
     with the best-matching window drawn where the re-ranking found one and a "#rank score" label.
     """
     if not isinstance(gnd, GroundTruth):
         gnd = groundtruth.load(gnd)
     arrays = load_ranking(rerank_npz, gnd, required=("ranks", "scores", "boxes"))
     ranks, scores, boxes = arrays["ranks"], arrays["scores"], arrays["boxes"]
-    rows = [_query_row(gnd, qi, ranks, scores, boxes, top) for qi in range(min(n_queries, len(gnd.queries)))]
+    rows = [_query_row(gnd, qi, ranks, scores, boxes, results) for qi in range(min(n_queries, len(gnd.queries)))]
+    if not rows:  # a photo folder without queries: a figure that says so
+        rows = [np.full((LABEL_HEIGHT * 2, 360, 3), 255, np.uint8)]
+        cv2.putText(rows[0], f"{gnd.dataset}: no queries", (8, LABEL_HEIGHT + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    BLACK, 1, cv2.LINE_AA)
     width = max(r.shape[1] for r in rows)
     grid = cv2.copyMakeBorder(np.vstack([pad_right(r, width) for r in rows]), GAP, 0, GAP, GAP,
                               cv2.BORDER_CONSTANT, value=WHITE)

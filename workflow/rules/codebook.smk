@@ -1,15 +1,17 @@
-# Visual words: k-means on a seeded sample of the database features.
+# What a method learns on the database's features (model.npz): visual words (k-means on a seeded
+# sample, after an optional PCA-whitening) for bags of words, a whitening for region vectors.
 
 
 rule codebook:
     input:
         script="workflow/scripts/codebook.py",
-        features="results/{dataset}/{method}/features",
-        gnd="results/{dataset}/gnd.json",
+        gnd=rules.prepare.output.gnd,
+        features=rules.extract.output.features,
     output:
-        codebook="results/{dataset}/{method}/codebook.npz",
+        model="results/{dataset}/{method}/model.npz",
     params:
         tracked=tracked_params("seed", "{method}.codebook"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/codebook.log",
     benchmark:
@@ -17,7 +19,6 @@ rule codebook:
     conda:
         "../../envs/instance-search.yaml"
     message:
-        "Learning the {wildcards.method} codebook of {wildcards.dataset}"
+        "Learning the {wildcards.method} model of {wildcards.dataset}"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --features {input.features} --gnd {input.gnd} --out {output.codebook} --log {log}"
+        STEP

@@ -1,7 +1,12 @@
 # Helpers for the rule files; no rules here.
 #
+# Commands. Every rule runs `shell: STEP`: the step's script with the params file, then one
+# `--<name> <value>` per named input (but the script), named output and wildcard (step_args), and
+# its log. A path is thus written once, in the rule; rules downstream name it as
+# rules.<rule>.output.<name>, and dvc.yaml is generated from the same rules (dvc.smk).
+#
 # Parameters. Every script reads the params file itself (--params {PARAMS}): params.yaml, or the
-# complete alternative that a profile names (workflow/profiles/full: params-full.yaml). A rule's `params:`
+# complete alternative that a profile names (profiles/full: params-full.yaml). A rule's `params:`
 # therefore only declares WHICH keys its step depends on: tracked_params() looks their values up
 # in the config, so Snakemake's `params` rerun trigger re-runs the step (and what follows) when
 # one of them changes. The keys are exactly those that the stage's `params:` lists in dvc.yaml.
@@ -10,7 +15,9 @@
 # after it. The library src/instance_search is not an input: Snakemake compares modification
 # times, so every edit there would re-run every step. After changing the library, re-run the
 # steps concerned with `snakemake -R <rule> ...` (DVC tracks src/instance_search by content).
+import os
 import re
+import shlex
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -18,8 +25,6 @@ from snakemake.exceptions import WorkflowError
 
 def params_file(workflow):
     """The params file the steps read: the last --configfile (a complete params file), else params.yaml."""
-    import os
-
     given = list(workflow.overwrite_configfiles or [])
     return os.path.relpath(given[-1]) if given else "params.yaml"
 
@@ -65,4 +70,24 @@ def tracked_params(*keys):
             out[key] = node
         return out
 
+    values.keys = keys  # read by the dvc.yaml generator (dvc.smk)
     return values
+
+
+def step_args(wildcards, input, output):
+    """`--<name> <value>` for every wildcard, named input but the script, and named output, in that
+    order; a list input (one file per dataset, say) is passed as its folder. Names with _ become -."""
+    args = []
+    for name, value in [*wildcards.items(), *input.items(), *output.items()]:
+        if name == "script":
+            continue
+        if not isinstance(value, str):
+            folders = {os.path.dirname(v) for v in value}
+            if len(folders) != 1:
+                raise WorkflowError(f"input {name}: a list input must lie in one folder, got {sorted(folders)}")
+            value = folders.pop()
+        args += [f"--{name.replace('_', '-')}", shlex.quote(str(value))]
+    return " ".join(args)
+
+
+STEP = "python {input.script} --params {PARAMS} {params.args} --log {log}"

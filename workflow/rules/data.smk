@@ -11,6 +11,7 @@ rule fetch:
         manifest="data/{dataset}/manifest.json",
     params:
         tracked=tracked_params("seed", "datasets.{dataset}"),
+        args=step_args,
     log:
         "logs/{dataset}/fetch.log",
     benchmark:
@@ -20,18 +21,18 @@ rule fetch:
     message:
         "Fetching {wildcards.dataset} into data/{wildcards.dataset}"
     shell:
-        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
-        " --data data --lock workflow/datasets.lock.json --log {log}"
+        STEP
 
 
 rule prepare:
     input:
         script="workflow/scripts/prepare.py",
-        data="data/{dataset}/manifest.json",
+        data=rules.fetch.output.manifest,
     output:
         gnd="results/{dataset}/gnd.json",
     params:
         tracked=tracked_params("datasets.{dataset}"),
+        args=step_args,
     log:
         "logs/{dataset}/prepare.log",
     benchmark:
@@ -41,5 +42,4 @@ rule prepare:
     message:
         "Preparing the ground truth of {wildcards.dataset}"
     shell:
-        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
-        " --out {output.gnd} --log {log}"
+        STEP

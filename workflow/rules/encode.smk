@@ -1,17 +1,18 @@
-# Bag-of-words matrix and per-image assignment maps (the word at every feature position).
+# The index: every image encoded with the model into the files the method searches (index/, with a
+# manifest of fingerprints); instance-search query / serve read it.
 
 
 rule encode:
     input:
         script="workflow/scripts/encode.py",
-        gnd="results/{dataset}/gnd.json",
-        features="results/{dataset}/{method}/features",
-        codebook="results/{dataset}/{method}/codebook.npz",
+        gnd=rules.prepare.output.gnd,
+        features=rules.extract.output.features,
+        model=rules.codebook.output.model,
     output:
-        bow="results/{dataset}/{method}/bow.npz",
-        assign="results/{dataset}/{method}/assign.npz",
+        index=directory("results/{dataset}/{method}/index"),
     params:
         tracked=tracked_params("{method}.encode"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/encode.log",
     benchmark:
@@ -19,8 +20,6 @@ rule encode:
     conda:
         "../../envs/instance-search.yaml"
     message:
-        "Encoding {wildcards.dataset} with the {wildcards.method} codebook"
+        "Encoding {wildcards.dataset} with the {wildcards.method} model"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --gnd {input.gnd} --features {input.features} --codebook {input.codebook}"
-        " --bow {output.bow} --assign {output.assign} --log {log}"
+        STEP

@@ -1,14 +1,15 @@
 # Per-query and mean metrics of the three rankings, and their precision-recall curves (dvc.yaml:
-# the JSON is a metric, the CSVs are plots).
+# the JSON is a metric, the CSVs are plots). A dataset without ground truth (a photo folder) gets a
+# metrics file that says so, and no row in the tables.
 
 
 rule evaluate:
     input:
         script="workflow/scripts/evaluate.py",
-        gnd="results/{dataset}/gnd.json",
-        rank="results/{dataset}/{method}/{similarity}/rank.npz",
-        rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
-        expand="results/{dataset}/{method}/{similarity}/expand.npz",
+        gnd=rules.prepare.output.gnd,
+        rank=rules.rank.output.rank,
+        rerank=rules.rerank.output.rerank,
+        expand=rules.expand.output.expand,
     output:
         metrics="results/metrics/{method}_{similarity}/{dataset}.json",
         per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
@@ -21,6 +22,7 @@ rule evaluate:
         ),
     params:
         tracked=tracked_params("evaluate"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/{similarity}/evaluate.log",
     benchmark:
@@ -30,7 +32,4 @@ rule evaluate:
     message:
         "Evaluating {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
-        " --method {wildcards.method} --similarity {wildcards.similarity} --gnd {input.gnd}"
-        " --rank {input.rank} --rerank {input.rerank} --expand {input.expand} --metrics {output.metrics}"
-        " --per-query {output.per_query} --pr {output.pr} --log {log}"
+        STEP

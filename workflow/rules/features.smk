@@ -1,18 +1,20 @@
-# Local features with their positions, per image, in resumable shards.
-# CNN extraction (every method but sift) declares one GPU: `--resources gpu=1` runs one at a time.
+# Local features with their positions, per image, in resumable shards. Methods whose extraction
+# runs a CNN (methods.get(m).uses_gpu) declare one GPU: `--resources gpu=1` runs one at a time.
+from instance_search import methods as _methods
 
 
 rule extract:
     input:
         script="workflow/scripts/extract.py",
-        data="data/{dataset}/manifest.json",  # the images themselves, listed in gnd.json
-        gnd="results/{dataset}/gnd.json",
+        data=rules.fetch.output.manifest,  # the images themselves, listed in gnd.json
+        gnd=rules.prepare.output.gnd,
     output:
         features=directory("results/{dataset}/{method}/features"),
     params:
         tracked=tracked_params("{method}.extract"),
+        args=step_args,
     resources:
-        gpu=lambda wildcards: 0 if wildcards.method == "sift" else 1,
+        gpu=lambda wildcards: int(_methods.get(wildcards.method).uses_gpu),
     log:
         "logs/{dataset}/{method}/extract.log",
     benchmark:
@@ -22,5 +24,4 @@ rule extract:
     message:
         "Extracting {wildcards.method} features of {wildcards.dataset} (gpu={resources.gpu})"
     shell:
-        "python {input.script} --params {PARAMS} --dataset {wildcards.dataset}"
-        " --method {wildcards.method} --gnd {input.gnd} --out {output.features} --log {log}"
+        STEP

@@ -6,8 +6,9 @@ rule tables:
     input:
         script="workflow/scripts/tables.py",
         metrics=expand(
-            "results/metrics/{{method}}_{{similarity}}/{dataset}.json",
+            rules.evaluate.output.metrics,
             dataset=config["run"]["datasets"],
+            allow_missing=True,
         ),
     output:
         md="results/tables/{method}_{similarity}.md",
@@ -19,6 +20,7 @@ rule tables:
         ),
     params:
         tracked=tracked_params("run.datasets"),
+        args=step_args,
     log:
         "logs/tables/{method}_{similarity}.log",
     benchmark:
@@ -28,18 +30,15 @@ rule tables:
     message:
         "Tabulating {wildcards.method} / {wildcards.similarity}"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --similarity {wildcards.similarity}"
-        " --metrics-dir results/metrics/{wildcards.method}_{wildcards.similarity}"
-        " --md {output.md} --csv {output.csv} --log {log}"
+        STEP
 
 
 rule figures:
     input:
         script="workflow/scripts/figures.py",
-        data="data/{dataset}/manifest.json",  # the images shown, listed in gnd.json
-        gnd="results/{dataset}/gnd.json",
-        rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
+        data=rules.fetch.output.manifest,  # the images shown, listed in gnd.json
+        gnd=rules.prepare.output.gnd,
+        rerank=rules.rerank.output.rerank,
     output:
         png=report(
             "results/figures/{dataset}_{method}_{similarity}.png",
@@ -50,6 +49,7 @@ rule figures:
         ),
     params:
         tracked=tracked_params("figures"),
+        args=step_args,
     log:
         "logs/figures/{dataset}_{method}_{similarity}.log",
     benchmark:
@@ -59,5 +59,4 @@ rule figures:
     message:
         "Drawing the top results of {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params {PARAMS} --gnd {input.gnd} --rerank {input.rerank}"
-        " --out {output.png} --log {log}"
+        STEP

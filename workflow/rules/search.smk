@@ -1,16 +1,17 @@
-# First-stage ranking of the whole database, local re-ranking of its top results, query expansion.
+# First-stage ranking of the whole database, local re-ranking of its top candidates, query
+# expansion: three steps of one retrieve() (instance_search.engine), each writing its ranking.
 
 
 rule rank:
     input:
         script="workflow/scripts/rank.py",
-        gnd="results/{dataset}/gnd.json",
-        bow="results/{dataset}/{method}/bow.npz",
-        assign="results/{dataset}/{method}/assign.npz",
+        gnd=rules.prepare.output.gnd,
+        index=rules.encode.output.index,
     output:
         rank="results/{dataset}/{method}/{similarity}/rank.npz",
     params:
-        tracked=tracked_params("{method}.search"),
+        tracked=tracked_params("similarity", "{method}.search"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/{similarity}/rank.log",
     benchmark:
@@ -20,22 +21,20 @@ rule rank:
     message:
         "Ranking {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
-        " --assign {input.assign} --out {output.rank} --log {log}"
+        STEP
 
 
 rule rerank:
     input:
         script="workflow/scripts/rerank.py",
-        gnd="results/{dataset}/gnd.json",
-        bow="results/{dataset}/{method}/bow.npz",
-        assign="results/{dataset}/{method}/assign.npz",
-        rank="results/{dataset}/{method}/{similarity}/rank.npz",
+        gnd=rules.prepare.output.gnd,
+        index=rules.encode.output.index,
+        rank=rules.rank.output.rank,
     output:
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     params:
-        tracked=tracked_params("{method}.search", "{method}.rerank"),
+        tracked=tracked_params("similarity", "{method}.search", "{method}.rerank"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/{similarity}/rerank.log",
     benchmark:
@@ -45,22 +44,20 @@ rule rerank:
     message:
         "Re-ranking {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
-        " --assign {input.assign} --rank {input.rank} --out {output.rerank} --log {log}"
+        STEP
 
 
 rule expand:
     input:
         script="workflow/scripts/expand.py",
-        gnd="results/{dataset}/gnd.json",
-        bow="results/{dataset}/{method}/bow.npz",
-        assign="results/{dataset}/{method}/assign.npz",
-        rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
+        gnd=rules.prepare.output.gnd,
+        index=rules.encode.output.index,
+        rerank=rules.rerank.output.rerank,
     output:
         expand="results/{dataset}/{method}/{similarity}/expand.npz",
     params:
-        tracked=tracked_params("{method}.search", "{method}.rerank", "{method}.expand"),
+        tracked=tracked_params("similarity", "{method}.search", "{method}.rerank", "{method}.expand"),
+        args=step_args,
     log:
         "logs/{dataset}/{method}/{similarity}/expand.log",
     benchmark:
@@ -70,6 +67,4 @@ rule expand:
     message:
         "Query expansion on {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
-        "python {input.script} --params {PARAMS} --method {wildcards.method}"
-        " --similarity {wildcards.similarity} --gnd {input.gnd} --bow {input.bow}"
-        " --assign {input.assign} --rerank {input.rerank} --out {output.expand} --log {log}"
+        STEP

@@ -1,16 +1,17 @@
-"""Learn the visual vocabulary by k-means on a seeded sample of database descriptors."""
+"""Learn a method's model on the database features: visual words (k-means, optional PCA-whitening) or a whitening."""
 
-from instance_search import runner, stages
+from instance_search import runner, steps
 
 p = runner.parser(__doc__)
+p.add_argument("--dataset", required=True)
 p.add_argument("--method", required=True)
+p.add_argument("--gnd", required=True, help="normalised ground truth (which images form the database)")
 p.add_argument("--features", required=True, help="feature store folder (extract step)")
-p.add_argument("--gnd", required=True, help="normalised ground truth (which images are the database)")
-p.add_argument("--out", required=True, help="codebook .npy/.npz file")
+p.add_argument("--model", required=True, help="output: model.npz")
 
 
 def main(args, params):
-    stages.train_codebook(params, args.method, args.features, args.gnd, args.out)
+    steps.learn(params, args.method, args.gnd, args.features, args.model)
 
 
 if __name__ == "__main__":

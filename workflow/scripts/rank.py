@@ -1,18 +1,19 @@
-"""First-stage ranking of the database for every query (sparse inverted-index products)."""
+"""First-stage ranking of the whole database for every query of the ground truth."""
 
-from instance_search import runner, stages
+from instance_search import runner, steps
+from instance_search.retrieval.similarity import SIMILARITIES
 
 p = runner.parser(__doc__)
+p.add_argument("--dataset", required=True)
 p.add_argument("--method", required=True)
-p.add_argument("--similarity", required=True, choices=["cosine", "weighted_cosine"])
-p.add_argument("--gnd", required=True)
-p.add_argument("--bow", required=True)
-p.add_argument("--assign", required=True)
-p.add_argument("--out", required=True, help="output: ranks and scores")
+p.add_argument("--similarity", required=True, choices=SIMILARITIES)
+p.add_argument("--gnd", required=True, help="normalised ground truth (the queries)")
+p.add_argument("--index", required=True, help="index folder (encode step)")
+p.add_argument("--rank", required=True, help="output: ranks and scores")
 
 
 def main(args, params):
-    stages.rank(params, args.method, args.similarity, args.gnd, args.bow, args.assign, args.out)
+    steps.rank(params, args.similarity, args.gnd, args.index, args.rank)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,20 @@
-"""Re-rank each query's top results by their best sliding window over the assignment maps."""
+"""Re-score each query's top candidates locally: best sliding window (bags of words) or best proposal (regions)."""
 
-from instance_search import runner, stages
+from instance_search import runner, steps
+from instance_search.retrieval.similarity import SIMILARITIES
 
 p = runner.parser(__doc__)
+p.add_argument("--dataset", required=True)
 p.add_argument("--method", required=True)
-p.add_argument("--similarity", required=True, choices=["cosine", "weighted_cosine"])
-p.add_argument("--gnd", required=True)
-p.add_argument("--bow", required=True)
-p.add_argument("--assign", required=True)
+p.add_argument("--similarity", required=True, choices=SIMILARITIES)
+p.add_argument("--gnd", required=True, help="normalised ground truth (the queries)")
+p.add_argument("--index", required=True, help="index folder (encode step)")
 p.add_argument("--rank", required=True, help="first-stage ranking (rank step)")
-p.add_argument("--out", required=True, help="output: re-ranked ranks, scores and best windows")
+p.add_argument("--rerank", required=True, help="output: re-ranked ranks, scores and best regions")
 
 
 def main(args, params):
-    stages.rerank(params, args.method, args.similarity, args.gnd, args.bow, args.assign, args.rank, args.out)
+    steps.rerank(params, args.similarity, args.gnd, args.index, args.rank, args.rerank)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ Where a dataset comes from is ``datasets.<name>.source`` in params.yaml:
 - ``local``: files already on this machine (``images``, ``groundtruth``), e.g. ../shared/data:
   their combined sha256 is recorded in the lock file the first time and checked afterwards.
 
+Frozen mode (``fetch.frozen`` in params.yaml, or ``INSTANCE_SEARCH_FROZEN_LOCK=1`` read by the
+step's script, as in CI): the lock file is the only authority, and a download or local copy it has
+no sha256 for is refused instead of being recorded.
+
 Every source ends with ``data/<dataset>/manifest.json``, the step's output, which later steps depend
 on; it is rewritten only when its content changes, so make-like tools see no spurious change.
 """
@@ -54,8 +58,14 @@ def _write_manifest(path: Path, manifest: dict) -> None:
         io.write_json(path, manifest)
 
 
-def fetch(params: dict, dataset: str, data_dir: str | os.PathLike, lock_path: str | os.PathLike) -> dict:
-    """Make ``dataset`` present under ``data_dir``; returns the manifest written there."""
+def fetch(params: dict, dataset: str, data_dir: str | os.PathLike, lock_path: str | os.PathLike, *,
+          frozen: bool | None = None) -> dict:
+    """Make ``dataset`` present under ``data_dir``; returns the manifest written there.
+
+    ``frozen`` (default: ``fetch.frozen`` of the params): refuse what the lock has no sha256 for.
+    """
+    if frozen is None:
+        frozen = bool((params.get("fetch") or {}).get("frozen", False))
     cfg = params["datasets"][dataset]
     out = Path(data_dir) / dataset
     source = cfg["source"]
@@ -64,20 +74,27 @@ def fetch(params: dict, dataset: str, data_dir: str | os.PathLike, lock_path: st
         if folder.name not in sources.DATASETS:
             raise InstanceSearchError(f"params.yaml: key datasets.{dataset}.distractors: {folder} is not a folder "
                                       f"named after a downloadable dataset ({', '.join(sorted(sources.DATASETS))})")
-        sources.fetch_dataset(folder.name, folder.parent, lock_path)
+        sources.fetch_dataset(folder.name, folder.parent, lock_path, frozen=frozen)
     if source == "download":
-        return sources.fetch_dataset(dataset, data_dir, lock_path)
+        return sources.fetch_dataset(dataset, data_dir, lock_path, frozen=frozen)
     if source == "generate":
         counts = synthetic.generate(out, seed=params["seed"], **cfg["generator"])
         digest, n, _ = tree_digest(out / "jpg", out / "gt")
         manifest = {"dataset": dataset, "source": source, "files": n, "sha256": digest, "counts": counts}
+    elif source == "local" and cfg["format"] == "folder":
+        # your own photos: no published copy to check against a lock; the digest re-runs what follows
+        # whenever a photo (or the query file) changes
+        digest, n, _ = tree_digest(*(p for p in (cfg["images"], cfg.get("queries")) if p))
+        manifest = {"dataset": dataset, "source": source, "images": cfg["images"], "files": n, "sha256": digest}
     elif source == "local":
         digest, n, size = tree_digest(cfg["images"], cfg["groundtruth"])
         key = f"{dataset}/local"
         expected = dl.read_lock(lock_path).get(key, {}).get("sha256")
         if expected is None:
+            if frozen:
+                raise dl.frozen_error(cfg["images"], key, lock_path)
             dl.record_lock(lock_path, key, digest, size)
-            log.info("%s: recorded the sha256 of %d local files in %s", dataset, n, lock_path)
+            dl.log_lock_changed(lock_path, f"{key} ({n} local files)", digest)
         elif expected != digest:
             raise InstanceSearchError(
                 f"{cfg['images']}: the local files of {dataset} differ from the copy recorded in {lock_path} "

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InstanceSearchError
 from ..io import read_image
+from ..retrieval.linalg import l2
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,10 @@ def upsample(xy: np.ndarray, desc: np.ndarray, factor: int) -> tuple[np.ndarray,
     return cell_centres(gw * factor, gh * factor, gw * cw, gh * ch), np.ascontiguousarray(up)
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero rows stay zero (a dead cell is not a direction)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
-
-
 def local_features(xy: np.ndarray, desc: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Stored raw map -> (positions, L2-normalised local features) of the upsampled map."""
     xy, x = upsample(xy, desc, factor)
-    return xy, l2_normalise(x)
+    return xy, l2(x, np.float32)
 
 
 @dataclass
@@ -122,7 +116,7 @@ class Extractor:
         return m.permute(0, 2, 3, 1).cpu().numpy()
 
 
-class _Images:
+class ImageBatches:
     """torch Dataset: image k resized for the network (runs in DataLoader workers)."""
 
     def __init__(self, paths, sizes, extractor_pre):
@@ -135,7 +129,7 @@ class _Images:
         return k, self.pre(read_image(self.paths[k], cv2.IMREAD_COLOR), self.sizes[k])
 
 
-class _Preprocess:
+class Preprocess:
     """Picklable preprocessing for DataLoader workers (holds no torch module)."""
 
     def __init__(self, mean, std):
@@ -176,9 +170,9 @@ def extract_images(extractor: Extractor, paths: list[str], dims: list[tuple[int,
     if enlarged:
         log.warning("%d images were enlarged so that their shorter side reaches the layer's stride (%d px)",
                     enlarged, extractor.stride)
-    loader = DataLoader(_Images(paths, sizes, _Preprocess(extractor.mean, extractor.std)),
+    loader = DataLoader(ImageBatches(paths, sizes, Preprocess(extractor.mean, extractor.std)),
                         batch_sampler=size_batches(sizes, batch_size), num_workers=workers,
-                        pin_memory=extractor.device == "cuda", collate_fn=_collate)
+                        pin_memory=extractor.device == "cuda", collate_fn=collate)
     out: list = [None] * len(paths)
     for ks, batch in loader:
         maps = extractor.maps(batch)
@@ -189,8 +183,9 @@ def extract_images(extractor: Extractor, paths: list[str], dims: list[tuple[int,
     return out
 
 
-def _collate(items):
+def collate(items):
     import torch
 
     ks, xs = zip(*items)
     return list(ks), torch.from_numpy(np.stack(xs))
+

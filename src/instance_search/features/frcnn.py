@@ -14,7 +14,7 @@ Proposal sources (``source``):
   top P boxes after NMS (objectness order); the pooled map is one FPN level (default "3", the coarsest,
   256-d: ``backbone.fpn.layer_blocks[3]``). Never run with untrained weights: a missing COCO file is an
   error naming the file, its hash prefix and where it goes.
-- ``grid``: no learned proposals: a deterministic multi-scale sliding-window grid (:func:`grid_boxes`),
+- ``grid``: no learned proposals: a deterministic multi-scale sliding-window grid (:func:`retrieval.geometry.pixel_windows`),
   the whole image first; the map comes from an ImageNet backbone (``backbones.load``).
 
 Geometry. A map of gh x gw cells tiles an *extent* ex x ey of original pixels: the image itself for the
@@ -33,15 +33,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import InstanceSearchError
-from ..regions import ImageRegions
+from ..io import load_npz, save_npz
+from ..retrieval.geometry import pixel_windows
 from . import backbones
-from .cnn import _collate, _Images, _Preprocess, resized_size, size_batches
+from .cnn import ImageBatches, Preprocess, collate, resized_size, size_batches
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,63 @@ DETECTORS = {
 # RoIAlign samples per bin side (torchvision's MultiScaleRoIAlign uses 2): fixed, so a region vector
 # never depends on the box size through the number of samples.
 SAMPLING_RATIO = 2
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+@dataclass
+class ImageRegions:
+    """What the extraction keeps of one image."""
+
+    vector: np.ndarray                  # (C,) float32 image-wise pooled vector
+    boxes: np.ndarray                   # (P, 4) float32 proposals, original pixels (x1, y1, x2, y2)
+    regions: np.ndarray                 # (P, C) float32 region-pooled vectors of the proposals
+    extra: np.ndarray                   # (m, C) float32 pooled vectors of the caller's boxes (query boxes)
+    fallback: bool = False              # the source proposed nothing: boxes is the whole image
+    extent: tuple[float, float] = (0.0, 0.0)   # original-pixel extent the map tiles (pool_box)
+    map: np.ndarray | None = field(default=None, repr=False)  # (C, gh, gw) float32, only if asked
+
+
+@dataclass
+class RegionFeatures:
+    """All images' region features in flat arrays (what a stage writes and re-ranking reads).
+
+    vectors (n, C) float32; regions (M, C) float16 and boxes (M, 4) float32 of all proposals, image i
+    owning rows offsets[i]:offsets[i + 1]; offsets (n + 1,) int64.
+    """
+
+    vectors: np.ndarray
+    regions: np.ndarray
+    boxes: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_images(cls, images: Sequence[ImageRegions]) -> "RegionFeatures":
+        if not images:
+            raise InstanceSearchError("no images to gather region features from")
+        counts = [len(r.boxes) for r in images]
+        return cls(np.stack([r.vector for r in images]).astype(np.float32),
+                   np.concatenate([r.regions for r in images]).astype(np.float16),
+                   np.concatenate([r.boxes for r in images]).astype(np.float32),
+                   np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+    def image(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes (P, 4) float32, region vectors (P, C) float16) of image i: a ``GetRegions``."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return self.boxes[lo:hi], self.regions[lo:hi]
+
+    def save(self, path) -> None:
+        save_npz(path, vectors=self.vectors, regions=self.regions, boxes=self.boxes, offsets=self.offsets)
+
+    @classmethod
+    def load(cls, path) -> "RegionFeatures":
+        a = load_npz(path)
+        missing = sorted({"vectors", "regions", "boxes", "offsets"} - a.keys())
+        if missing or len(a["offsets"]) != len(a["vectors"]) + 1 or not (
+                a["offsets"][-1] == len(a["regions"]) == len(a["boxes"])):
+            raise InstanceSearchError(f"{path}: not a complete region-feature file (missing {missing or 'nothing'} "
+                                      f"or inconsistent lengths); re-run the extract step")
+        return cls(a["vectors"], a["regions"], a["boxes"], a["offsets"])
 
 
 # ------------------------------------------------------------------------------------------ weights
@@ -110,56 +169,6 @@ def load_detector(detector: str, proposals: int):
 
 
 # --------------------------------------------------------------------------------------- geometry
-
-def _round_half_up(x):
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
-
-
-def grid_boxes(width: int, height: int, scales: Sequence[float] = (1.0, 0.7, 0.5, 0.35),
-               aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), stride: float = 0.5,
-               limit: int | None = None) -> np.ndarray:
-    """Sliding windows over a width x height image, float32 (n, 4) integer-pixel boxes (x1, y1, x2, y2).
-
-    Row 0 is the whole image. Per scale s (largest first) and aspect ratio a (width / height): a box of
-    width s m sqrt(a) and height s m / sqrt(a), m the shorter image side, rounded half-up and clipped
-    to the image, stepped by ``stride`` times its size from the top-left corner, always including the
-    position flush with the right/bottom border. Duplicates are dropped keeping the first. ``limit``
-    keeps whole scales, coarsest first, while they fit (a cut scale would cover only the top of the
-    image); only if the coarsest scale alone is too many is it cut. Deterministic.
-    """
-    if width < 1 or height < 1:
-        raise InstanceSearchError(f"image size must be positive, got {width}x{height}")
-    if not scales or min(scales) <= 0:
-        raise InstanceSearchError(f"frcnn grid scales must be a non-empty list of positive numbers, got {list(scales)}")
-    if not aspect_ratios or min(aspect_ratios) <= 0:
-        raise InstanceSearchError(f"frcnn grid aspect_ratios must be positive numbers, got {list(aspect_ratios)}")
-    if stride <= 0:
-        raise InstanceSearchError(f"frcnn grid stride must be positive, got {stride}")
-    m = min(width, height)
-    boxes = np.array([[0, 0, width, height]], np.int64)
-    for k, s in enumerate(sorted(scales, reverse=True)):
-        blocks = [boxes]
-        for a in aspect_ratios:
-            bw = int(min(width, max(1, _round_half_up(s * m * math.sqrt(a)))))
-            bh = int(min(height, max(1, _round_half_up(s * m / math.sqrt(a)))))
-            xs = _positions(width - bw, max(1, int(_round_half_up(stride * bw))))
-            ys = _positions(height - bh, max(1, int(_round_half_up(stride * bh))))
-            x, y = (v.ravel() for v in np.meshgrid(xs, ys))
-            blocks.append(np.stack([x, y, x + bw, y + bh], axis=1))
-        more = np.concatenate(blocks)
-        _, first = np.unique(more, axis=0, return_index=True)
-        more = more[np.sort(first)]
-        if limit is not None and len(more) > limit:
-            if k == 0:
-                boxes = more[:limit]
-            break
-        boxes = more
-    return boxes.astype(np.float32)
-
-
-def _positions(last: int, step: int) -> np.ndarray:
-    return np.unique(np.append(np.arange(0, last + 1, step), last))
-
 
 def to_original(boxes: np.ndarray, fed: tuple[int, int], original: tuple[int, int]) -> np.ndarray:
     """Boxes in network-input pixels of an image fed at fed = (w, h) -> original (W, H) pixels, float32."""
@@ -234,7 +243,7 @@ def pool_box(fmap, boxes, extent: tuple[float, float], *, pooling: str = "sum", 
 # -------------------------------------------------------------------------------------- sources
 
 class _GridSource:
-    """An ImageNet backbone's map; proposals from :func:`grid_boxes` (no learned weights)."""
+    """An ImageNet backbone's map; proposals from :func:`retrieval.geometry.pixel_windows` (no learned weights)."""
 
     def __init__(self, backbone: str, layer: str | None, device: str, half: bool, scales, aspect_ratios, stride):
         import torch
@@ -243,7 +252,7 @@ class _GridSource:
         self.net = self.net.to(device)
         self.device, self.half = device, half
         self.grid = (tuple(scales), tuple(aspect_ratios), float(stride))
-        grid_boxes(8, 8, *self.grid)  # check the grid parameters now, not at the first image
+        pixel_windows(8, 8, *self.grid)  # check the grid parameters now, not at the first image
         with torch.no_grad():
             probe = self.net(torch.zeros(1, 3, 224, 224, device=device))["map"]
         self.min_side = 224 // probe.shape[-1]   # the layer's stride: a smaller image gives no cell
@@ -258,7 +267,7 @@ class _GridSource:
         return m, (x.shape[-1], x.shape[-2]), None
 
     def proposals(self, size: tuple[int, int], limit: int) -> np.ndarray:
-        return grid_boxes(size[0], size[1], *self.grid, limit=limit)
+        return pixel_windows(size[0], size[1], *self.grid, limit=limit)
 
 
 class _RpnSource:
@@ -407,9 +416,9 @@ def extract_images(extractor: RegionExtractor, paths: Sequence[str], dims: Seque
     if extra is not None:  # checked before any image runs, naming the image
         extra = [None if b is None else _checked_box(b, *dims[k], where=str(paths[k])) for k, b in enumerate(extra)]
     sizes = [resized_size(w, h, max_side, extractor.min_side) for w, h in dims]
-    loader = DataLoader(_Images(list(paths), sizes, _Preprocess(extractor.mean, extractor.std)),
+    loader = DataLoader(ImageBatches(list(paths), sizes, Preprocess(extractor.mean, extractor.std)),
                         batch_sampler=size_batches(sizes, batch_size), num_workers=workers,
-                        pin_memory=extractor.device == "cuda", collate_fn=_collate)
+                        pin_memory=extractor.device == "cuda", collate_fn=collate)
     out: list = [None] * len(paths)
     for ks, batch in loader:
         got = extractor.run(batch, [dims[k] for k in ks], None if extra is None else [extra[k] for k in ks])
@@ -420,3 +429,4 @@ def extract_images(extractor: RegionExtractor, paths: Sequence[str], dims: Seque
         log.warning("%d of %d images got no proposal from the %s source; they use the whole-image box",
                     fallbacks, len(out), extractor.source_name)
     return out, fallbacks
+

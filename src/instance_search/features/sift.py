@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..io import read_image
+from ..retrieval.linalg import l2
 
 
 def make_detector(max_features: int, contrast_threshold: float) -> cv2.SIFT:
@@ -42,4 +43,4 @@ def descriptors(raw: np.ndarray, rootsift: bool) -> np.ndarray:
     if rootsift:
         x /= np.maximum(x.sum(axis=1, keepdims=True), 1e-12)
         return np.sqrt(x)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2(x, np.float32)

@@ -5,7 +5,11 @@ indexes are loaded once, before the app is made, and only read afterwards. The s
 127.0.0.1 only. Uploads are written into one temporary folder (made by the app, removed at exit),
 under random names, and nowhere else; at most ``MAX_UPLOADS`` are kept.
 
-API (JSON; errors are ``{"error": "<one line>"}`` with status 400, 404 or 413)::
+Only this machine may use it: requests whose ``Host`` is not 127.0.0.1, localhost or [::1] at the
+server's port are answered 421 (a DNS-rebinding page in the user's browser cannot read the results),
+POSTs from another origin 403. At most ``MAX_CONCURRENT_QUERIES`` queries run at once (503 beyond).
+
+API (JSON; errors are ``{"error": "<one line>"}`` with status 400, 403, 404, 413, 421, 500 or 503)::
 
     GET  /api/indexes                                  the indexes, similarities, upload limit
     GET  /api/indexes/<i>/images?offset=&limit=&filter=  database images (id, name, size)
@@ -13,7 +17,7 @@ API (JSON; errors are ``{"error": "<one line>"}`` with status 400, 404 or 413)::
     POST /api/uploads  (multipart field "image")       -> {"upload": id, "name", "width", "height"}
     GET  /api/uploads/<id>/view                        JPEG of an uploaded image
     POST /api/query  {"index": i, "image": {"index": i, "id": n} | {"upload": id},
-                      "box": [x1, y1, x2, y2] | null, "similarity", "top", "rerank"}
+                      "box": [x1, y1, x2, y2] | null, "similarity", "results", "rerank": true|false}
 """
 
 from __future__ import annotations
@@ -40,17 +44,19 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from ..errors import InstanceSearchError
-from ..index import Index
+from ..index import Index, load_index
 from ..io import read_image
 from ..query import check_box_inside, check_box_order, run_query
-from ..search import SIMILARITIES
+from ..retrieval.similarity import SIMILARITIES
 
 STATIC = Path(__file__).parent / "static"
 THUMB_HEIGHT = 160
 VIEW_SIDE = 1024            # images on the drawing canvas: big enough for a precise box, small to send
 MAX_UPLOADS = 50            # older uploads are deleted: the temporary folder stays bounded
 MAX_PIXELS = 40_000_000     # checked from the header before decoding (a small file can be a huge image)
-MAX_TOP = 200
+MAX_RESULTS = 200
+MAX_CONCURRENT_QUERIES = 4  # queries are CPU-bound: more at once only slows each one down
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 UPLOAD_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -90,13 +96,16 @@ class _Uploads:
         try:
             with Image.open(io.BytesIO(data)) as im:  # header only: format and size before any decoding
                 fmt, (width, height) = im.format, im.size
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            raise ApiError(400, f"{filename}: too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels); "
+                                "upload a smaller image") from None
+        except (UnidentifiedImageError, OSError):
             raise ApiError(400, f"{filename}: not a readable image; upload a JPEG, PNG, BMP, WebP or TIFF file") from None
         if fmt not in UPLOAD_FORMATS:
             raise ApiError(400, f"{filename}: {fmt} images are not supported; upload a JPEG, PNG, BMP, WebP or TIFF file")
         if width * height > MAX_PIXELS:
-            raise ApiError(400, f"{filename}: {width}x{height} pixels is over the {MAX_PIXELS // 1_000_000} megapixel "
-                                "limit; upload a smaller image")
+            raise ApiError(400, f"{filename}: too many pixels ({width}x{height}; limit {MAX_PIXELS // 1_000_000} "
+                                "megapixels); upload a smaller image")
         uid = uuid.uuid4().hex
         path = self.folder / f"{uid}{UPLOAD_FORMATS[fmt]}"
         path.write_bytes(data)
@@ -127,12 +136,39 @@ def _first_query_image(index: Index) -> int:
     return images[0] if images else 0
 
 
-def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
-               max_upload_bytes: int = 20 * 1024 * 1024) -> Flask:
-    """The Flask app over ``indexes`` (loaded already). ``upload_dir``: None makes a temporary folder
-    that is removed at exit; a given folder (tests) is used as it is."""
+def _local(host: str, port: str) -> bool:
+    """Whether a Host (or Origin's host) names this machine at the server's port."""
+    name, _, given = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name:  # no port given: the scheme's default
+        name, given = host, ""
+    return name in LOCAL_HOSTS and given in ("", port)
+
+
+def _strict_bool(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{key} {value!r}: expected true or false (a JSON boolean)")
+    return value
+
+
+def _strict_box(box) -> tuple | None:
+    if box is None:
+        return None
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        raise ApiError(400, f"box {box!r}: expected [x1, y1, x2, y2], four numbers in pixels, or null for the whole "
+                            "image")
+    return check_box_order(box)
+
+
+def create_app(indexes: list[Index], *, params: dict, params_source: str = "params.yaml",
+               upload_dir: str | Path | None = None, max_upload_bytes: int = 20 * 1024 * 1024) -> Flask:
+    """The Flask app over ``indexes`` (loaded already), answering with ``params`` (a validated params
+    file's content). ``upload_dir``: None makes a temporary folder that is removed at exit; a given
+    folder (tests) is used as it is."""
     if not indexes:
         raise InstanceSearchError("no index given; pass --index results/<dataset>/<method>")
+    indexes = list(indexes)  # reloaded in place when an index changes on disk
     if upload_dir is None:
         upload_dir = Path(tempfile.mkdtemp(prefix="instance-search-uploads-"))
         atexit.register(shutil.rmtree, upload_dir, True)
@@ -140,10 +176,30 @@ def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
     limit_mb = f"{max_upload_bytes / 1024 / 1024:.3g}"
+    running = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
+
+    @app.before_request
+    def only_this_machine():
+        port = str(request.environ.get("SERVER_PORT", ""))
+        if not _local(request.host, port):
+            raise ApiError(421, f"host {request.host!r} is not served here; open http://127.0.0.1:{port}/")
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin is not None:
+            scheme, _, host = origin.partition("://")
+            if scheme not in ("http", "https") or not _local(host, port):
+                raise ApiError(403, f"cross-origin request from {origin!r} refused")
+
+    reloading = threading.Lock()
 
     def get_index(i) -> Index:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(indexes):
             raise ApiError(404, f"unknown index {i!r}; there are {len(indexes)} (0..{len(indexes) - 1})")
+        if indexes[i].changed():  # images were added (instance-search index --add): load it again
+            with reloading:
+                if indexes[i].changed():
+                    indexes[i] = load_index(indexes[i].path)
+                    thumbnail.cache_clear()
+                    view.cache_clear()
         return indexes[i]
 
     def get_image(index: Index, n) -> int:
@@ -175,6 +231,11 @@ def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
     def http_error(exc: HTTPException):
         return jsonify(error=f"{exc.code} {exc.name}: {exc.description}"), exc.code
 
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):  # a bug: one JSON line for the page, the traceback in the server log
+        app.logger.exception("unexpected error")
+        return jsonify(error=f"internal error ({type(exc).__name__}); the server log has the details"), 500
+
     @app.get("/")
     def page():
         return send_from_directory(STATIC, "index.html")
@@ -185,12 +246,15 @@ def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
 
     @app.get("/api/indexes")
     def list_indexes():
+        for i in range(len(indexes)):
+            get_index(i)  # loads again what changed on disk
         return jsonify(
             indexes=[{"id": i, "name": ix.name, "path": str(ix.path), "n_database": ix.n_database,
                       "first_query_image": _first_query_image(ix),
-                      "rerank_top": ix.params["rerank"]["top"], "params_source": ix.params_source}
+                      "rerank_candidates": params[ix.method.name]["rerank"]["candidates"],
+                      "params_source": params_source}
                      for i, ix in enumerate(indexes)],
-            similarities=list(SIMILARITIES), max_upload_bytes=max_upload_bytes, max_top=MAX_TOP)
+            similarities=list(SIMILARITIES), max_upload_bytes=max_upload_bytes, max_results=MAX_RESULTS)
 
     @app.get("/api/indexes/<int:i>/images")
     def list_images(i: int):
@@ -230,7 +294,7 @@ def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
         start = time.perf_counter()
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise ApiError(400, "send a JSON object: {index, image, box, similarity, top, rerank}")
+            raise ApiError(400, "send a JSON object: {index, image, box, similarity, results, rerank}")
         i = body.get("index", 0)
         index = get_index(i)
         source = body.get("image")
@@ -244,19 +308,25 @@ def create_app(indexes: list[Index], *, upload_dir: str | Path | None = None,
             path, name, width, height = src_index.image_path(n), im.name, im.width, im.height
         else:
             raise ApiError(400, 'image: expected {"index": i, "id": n} (a database image) or {"upload": id}')
-        box = body.get("box")
+        box = _strict_box(body.get("box"))
         if box is not None:
-            if not isinstance(box, list) or len(box) != 4:
-                raise ApiError(400, f"box {box!r}: expected [x1, y1, x2, y2] in pixels, or null for the whole image")
-            box = check_box_order(box)
             check_box_inside(box, width, height, name)
         similarity = body.get("similarity", "cosine")
         if similarity not in SIMILARITIES:
             raise ApiError(400, f"similarity {similarity!r}: expected one of {', '.join(SIMILARITIES)}")
-        top = body.get("top", 20)
-        if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
-            raise ApiError(400, f"top {top!r}: expected an integer from 1 to {MAX_TOP}")
-        answer = run_query(index, path, box, similarity=similarity, top=top, rerank=bool(body.get("rerank", True)))
+        results = body.get("results", 20)
+        if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
+            raise ApiError(400, f"results {results!r}: expected an integer from 1 to {MAX_RESULTS}")
+        rerank = _strict_bool(body, "rerank", True)
+        if not running.acquire(blocking=False):
+            raise ApiError(503, f"busy: {MAX_CONCURRENT_QUERIES} queries are running; try again in a moment")
+        try:
+            answer = run_query(index, path, box, params=params, params_source=params_source, similarity=similarity,
+                               results=results, rerank=rerank)
+        except InstanceSearchError as exc:  # name the image as the user knows it, never a server path
+            raise ApiError(400, str(exc).splitlines()[0].replace(str(path), name)) from None
+        finally:
+            running.release()
         out = answer.to_dict()
         out["image"] = name
         for hit in out["hits"]:
@@ -285,8 +355,9 @@ def make_server(indexes: list[Index], port: int = 8000, **app_options):
     return werkzeug_server("127.0.0.1", port, create_app(indexes, **app_options), threaded=True)
 
 
-def serve(indexes: list[Index], port: int = 8000, max_upload_bytes: int = 20 * 1024 * 1024) -> None:
-    server = make_server(indexes, port, max_upload_bytes=max_upload_bytes)
+def serve(indexes: list[Index], port: int = 8000, max_upload_bytes: int = 20 * 1024 * 1024, *, params: dict,
+          params_source: str = "params.yaml") -> None:
+    server = make_server(indexes, port, max_upload_bytes=max_upload_bytes, params=params, params_source=params_source)
     # SIGTERM (kill, service managers) ends like Ctrl+C, so that the uploads folder is removed at exit
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     names = ", ".join(ix.name for ix in indexes)

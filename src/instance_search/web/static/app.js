@@ -126,7 +126,7 @@ async function search() {
     image: state.query.image,
     box: state.box ? state.box.map((v) => Math.round(v * 100) / 100) : null,
     similarity: $("similarity").value,
-    top: Number($("top").value) || 20,
+    results: Number($("results").value) || 20,
     rerank: $("rerank").checked,
   };
   try {
@@ -136,7 +136,7 @@ async function search() {
     if (seq !== state.seq) return;
     showResults(answer);
     status(`${answer.hits.length} results: ${answer.dataset}/${answer.method}, ${answer.similarity}` +
-           (answer.reranked ? `, top ${answer.reranked} re-ranked by windows (dashed: first-stage order)` : ", not re-ranked"));
+           (answer.reranked ? `, top ${answer.reranked} re-ranked locally${answer.expanded ? ", query expanded" : ""} (dashed: first-stage order)` : ", not re-ranked"));
   } catch (err) {
     if (seq === state.seq) status(err.message, true);
   }
@@ -145,7 +145,9 @@ async function search() {
 function showResults(answer) {
   const t = answer.timings;
   const s = (v) => `${v.toFixed(3)} s`;
-  $("timing").textContent = `extract ${s(t.extract)} · rank ${s(t.rank)} · re-rank ${s(t.rerank)} · total ${s(t.server)}`;
+  const parts = [["extract", t.extract], ["rank", t.rank], ["re-rank", t.rerank], ["expand", t.expand]];
+  $("timing").textContent = parts.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${s(v)}`)
+    .concat([`total ${s(t.server)}`]).join(" · ");
   const results = $("results");
   results.replaceChildren();
   for (const hit of answer.hits) {
@@ -237,10 +239,10 @@ async function start() {
   }
   for (const ix of state.config.indexes) $("index").add(new Option(`${ix.name} (${ix.n_database} images)`, ix.id));
   for (const s of state.config.similarities) $("similarity").add(new Option(s, s));
-  $("top").max = state.config.max_top;
+  $("results").max = state.config.max_results;
   $("index").addEventListener("change", () => { loadDatabase(true); if (state.query) search(); });
   for (const id of ["similarity", "rerank"]) $(id).addEventListener("change", () => { if (state.query) search(); });
-  $("top").addEventListener("change", () => { if (state.query) search(); });
+  $("results").addEventListener("change", () => { if (state.query) search(); });
   $("whole").addEventListener("click", () => { state.box = null; draw(); search(); });
   $("more").addEventListener("click", () => loadDatabase(false));
   let timer = null;

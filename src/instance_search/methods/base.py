@@ -1,0 +1,71 @@
+"""The interface every retrieval method implements, and the shapes it exchanges.
+
+A method turns images into features (extract), learns its model on the database's features (learn:
+a visual vocabulary, a whitening), encodes the database with that model into an index (encode), and
+then answers queries: it makes queries from a benchmark's ground truth or from an image and a box,
+ranks the database (search), re-scores the top locally (rerank) and expands the queries (expand).
+
+Files a method writes (all under one dataset's method folder, ``results/<dataset>/<method>/``):
+``features/`` (extract), ``model.npz`` (learn), ``index/`` (encode: ``manifest.json`` plus what the
+method's :class:`Database` holds, each file named for what it holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..groundtruth import GroundTruth
+from ..retrieval.geometry import Box
+from ..retrieval.ranking import Ranking
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Queries:
+    """A method's queries: ``box`` (the region the user asked for: LS), ``image`` (the whole query
+    image: GS), and what the method needs besides; ``info`` describes each query for the user
+    (features found, how many in the box, whether an empty box fell back)."""
+
+    names: list[str]
+    box: Any
+    image: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+    info: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class Database(Protocol):
+    """A method's encoded collection, loaded once and only read afterwards (thread-safe)."""
+
+    n_images: int
+    n_database: int
+
+
+class Method(Protocol):
+    name: str
+    uses_gpu: bool            # extraction runs a CNN: the workflow gives it resources gpu=1
+    published: dict[str, float]  # the reproduced system's published mAP per dataset (the tables show it)
+
+    def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
+
+    # building an index
+    def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "") -> None: ...
+    def learn(self, p: dict, seed: int, gnd: GroundTruth, features: Path) -> dict: ...
+    def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...  # {file: arrays}
+    def join(self, parts: list[dict], n_database: int, p: dict) -> dict: ...  # encoded parts -> one index
+
+    # answering queries
+    def load(self, files: dict, n_database: int) -> Database: ...
+    def image_encoder(self, extraction: dict, model: dict, db: Database
+                      ) -> Callable[[str, int, int, Box | None], Queries]: ...  # one image (and box) -> Queries
+    def benchmark_queries(self, db: Database, gnd: GroundTruth) -> Queries: ...
+    def search(self, db: Database, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking: ...
+    def rerank(self, db: Database, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
+               progress: Progress | None = None) -> Ranking: ...
+    def expand(self, db: Database, queries: Queries, ranking: Ranking, p: dict, similarity: str,
+               alpha: float) -> Ranking: ...

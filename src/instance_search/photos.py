@@ -1,0 +1,111 @@
+"""Your own photos: ``instance-search index`` builds an index of a folder with the pipeline's own steps
+(no workflow engine), and adds another folder's images to an index without learning its model again.
+
+An index folder holds ``gnd.json`` (the image list: the folder's images, no ground truth),
+``features/``, ``model.npz`` and ``index/``, as a pipeline's method folder does, so ``query`` and
+``serve`` read both alike. A build writes into a hidden sibling folder renamed into place at the
+end: a failed or interrupted build leaves nothing that looks like an index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from . import groundtruth, methods, steps
+from .datasets.folder import readable_images
+from .errors import InstanceSearchError
+from .groundtruth import GroundTruth
+from .index import (FEATURES_DIR, GND_FILE, INDEX_DIR, MODEL_FILE, extraction_settings, load_index, read_files,
+                    write)
+from .io import load_npz
+
+log = logging.getLogger(__name__)
+
+
+def _step(text: str) -> None:
+    log.info("%s", text)
+
+
+def build(images_dir: str | os.PathLike, method: str, out: str | os.PathLike, params: dict) -> None:
+    """Index every readable image under ``images_dir`` with ``method`` into the new folder ``out``."""
+    out = Path(out)
+    if out.exists():
+        raise InstanceSearchError(f"{out}: already exists; choose a new folder, or add images to it with --add")
+    m = methods.get(method)
+    root = Path(images_dir).resolve()
+    gnd = GroundTruth(dataset=out.name, root=str(root), images=readable_images(root), n_database=0, labelled=False)
+    gnd = replace(gnd, n_database=len(gnd.images))
+    tmp = out.with_name(f".{out.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier build
+    tmp.mkdir(parents=True)
+    try:
+        groundtruth.save(gnd, tmp / GND_FILE)
+        _step(f"1/3 extracting {method} features of {len(gnd.images)} images")
+        steps.extract(params, method, tmp / GND_FILE, tmp / FEATURES_DIR)
+        _step(f"2/3 learning the {method} model")
+        steps.learn(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE)
+        _step("3/3 encoding the images")
+        steps.encode(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE, tmp / INDEX_DIR)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("%s: %d images indexed with %s; query it with instance-search query --index %s", out, len(gnd.images),
+             m.name, out)
+
+
+def add(images_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> None:
+    """Add the images under ``images_dir`` (those not indexed yet) to the index ``out``: they are extracted
+    with the index's own settings and encoded with its model (vocabulary, whitening: not learned
+    again); the word weights are computed again over all images."""
+    out = Path(out)
+    index = load_index(out)
+    gnd, m = index.gnd, index.method
+    if gnd.labelled or gnd.n_database != len(gnd.images):
+        raise InstanceSearchError(f"{out}: a benchmark's index; images are added only to indexes of photo folders "
+                                  "(instance-search index --images)")
+    root = Path(images_dir).resolve()
+    known = {str(gnd.image_path(i).resolve()) for i in range(len(gnd.images))}
+    found = readable_images(root)
+    new = [im for im in found if str((root / im.path).resolve()) not in known]
+    if len(new) < len(found):
+        log.info("%s: %d of its images are in the index already", root, len(found) - len(new))
+    if not new:
+        log.info("%s: nothing to add", out)
+        return
+    # the new images by absolute path: the index's image list keeps its own root
+    new = [replace(im, name=str(Path(root.name) / im.name), path=str(root / im.path)) for im in new]
+    part = GroundTruth(dataset=gnd.dataset, root=str(root), images=new, n_database=len(new), labelled=False)
+    tmp = out / ".adding"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        groundtruth.save(part, tmp / GND_FILE)
+        extract = {**params[m.name]["extract"], **{k: v for k, v in index.manifest["extraction"].items()
+                                                   if k in params[m.name]["extract"]}}
+        _step(f"1/2 extracting {m.name} features of {len(new)} new images (the index's settings)")
+        m.extract(extract, part, tmp / FEATURES_DIR)
+        if extraction_settings(tmp / FEATURES_DIR) != index.manifest["extraction"]:
+            raise InstanceSearchError(f"{out}: the new images were extracted with other settings than the index "
+                                      f"(params {m.name}.extract); use the params file the index was built with")
+        _step("2/2 encoding them with the index's model")
+        model = out / MODEL_FILE
+        files = m.encode(index.manifest["encode"], part, tmp / FEATURES_DIR, load_npz(model))
+        _, old = read_files(out / INDEX_DIR, check=True)
+        total = len(gnd.images) + len(new)
+        merged = m.join([old, files], total, index.manifest["encode"])
+        whole = replace(gnd, images=[*gnd.images, *new], n_database=total)
+        groundtruth.save(whole, tmp / GND_FILE)
+        write(out / INDEX_DIR, m, merged, n_images=total, n_database=total, model=model,
+              extraction=index.manifest["extraction"], encoding=index.manifest["encode"])
+        os.replace(tmp / GND_FILE, out / GND_FILE)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s: added %d images (%d in all)", out, len(new), total)
+
+
+__all__ = ["add", "build"]
