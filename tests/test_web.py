@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -68,6 +69,8 @@ def test_page_and_assets_are_local(client):
         assert b"http://" not in asset.data and b"https://" not in asset.data
     assert b"http://" not in page.data and b"https://" not in page.data
     assert client.get("/static/../app.py").status_code == 404
+    ids = re.findall(r'id="([^"]+)"', page.data.decode())
+    assert len(ids) == len(set(ids)), "duplicate element ids: the page's script would pick the wrong element"
 
 
 def test_indexes_images_and_thumbnails(client, index):

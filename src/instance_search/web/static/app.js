@@ -126,7 +126,7 @@ async function search() {
     image: state.query.image,
     box: state.box ? state.box.map((v) => Math.round(v * 100) / 100) : null,
     similarity: $("similarity").value,
-    results: Number($("results").value) || 20,
+    results: Number($("result-count").value) || 20,
     rerank: $("rerank").checked,
   };
   try {
@@ -239,10 +239,10 @@ async function start() {
   }
   for (const ix of state.config.indexes) $("index").add(new Option(`${ix.name} (${ix.n_database} images)`, ix.id));
   for (const s of state.config.similarities) $("similarity").add(new Option(s, s));
-  $("results").max = state.config.max_results;
+  $("result-count").max = state.config.max_results;
   $("index").addEventListener("change", () => { loadDatabase(true); if (state.query) search(); });
   for (const id of ["similarity", "rerank"]) $(id).addEventListener("change", () => { if (state.query) search(); });
-  $("results").addEventListener("change", () => { if (state.query) search(); });
+  $("result-count").addEventListener("change", () => { if (state.query) search(); });
   $("whole").addEventListener("click", () => { state.box = null; draw(); search(); });
   $("more").addEventListener("click", () => loadDatabase(false));
   let timer = null;
