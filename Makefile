@@ -27,7 +27,7 @@ demo: install
 	@echo "tables: results/tables/  figures: results/figures/"
 
 test: install browser
-	python -m pytest
+	python -m pytest --durations=15
 
 # The web page's browser test drives Debian's Chromium: installed here when missing (root with apt-get
 # only); where it cannot be, that one test skips and says why.
