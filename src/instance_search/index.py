@@ -16,13 +16,13 @@ silently wrong scores.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import groundtruth, methods
+from .download import sha256_file as sha256
 from .errors import InstanceSearchError
 from .io import load_npz, read_json, replace_dir, save_npz, write_json
 from .methods.base import Database, Method, Queries
@@ -33,14 +33,6 @@ FEATURES_DIR = "features"
 GND_FILE = "gnd.json"
 # what the extraction config holds besides the settings: not part of how a query image is extracted
 _NOT_SETTINGS = ("images", "root")
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def extraction_settings(features: str | os.PathLike) -> dict:

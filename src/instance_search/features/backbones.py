@@ -10,13 +10,13 @@ of the file's sha256 (``mobilenet_v2-b0353104.pth``); torch checks it only when 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..download import sha256_file as sha256  # the one file hash (re-exported: frcnn and tests use it)
 from ..errors import InstanceSearchError
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,6 @@ def load(backbone: str, layer: str | None = None, key: str = "blcf.extract"):
         p.requires_grad_(False)
     t = weights.transforms()
     return net, node, tuple(t.mean), tuple(t.std)
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def importlib_find(package: str) -> Path | None:
