@@ -26,10 +26,6 @@ from .io import load_npz
 log = logging.getLogger(__name__)
 
 
-def _step(text: str) -> None:
-    log.info("%s", text)
-
-
 def build(images_dir: str | os.PathLike, method: str, out: str | os.PathLike, params: dict) -> None:
     """Index every readable image under ``images_dir`` with ``method`` into the new folder ``out``."""
     out = Path(out)
@@ -44,11 +40,11 @@ def build(images_dir: str | os.PathLike, method: str, out: str | os.PathLike, pa
     tmp.mkdir(parents=True)
     try:
         groundtruth.save(gnd, tmp / GND_FILE)
-        _step(f"1/3 extracting {method} features of {len(gnd.images)} images")
+        log.info("1/3 extracting %s features of %d images", method, len(gnd.images))
         steps.extract(params, method, tmp / GND_FILE, tmp / FEATURES_DIR)
-        _step(f"2/3 learning the {method} model")
+        log.info("2/3 learning the %s model", method)
         steps.learn(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE)
-        _step("3/3 encoding the images")
+        log.info("3/3 encoding the images")
         steps.encode(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE, tmp / INDEX_DIR)
         tmp.rename(out)
     except BaseException:
@@ -87,12 +83,12 @@ def add(images_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> 
         groundtruth.save(part, tmp / GND_FILE)
         extract = {**params[m.name]["extract"], **{k: v for k, v in index.manifest["extraction"].items()
                                                    if k in params[m.name]["extract"]}}
-        _step(f"1/2 extracting {m.name} features of {len(new)} new images (the index's settings)")
+        log.info("1/2 extracting %s features of %d new images (the index's settings)", m.name, len(new))
         m.extract(extract, part, tmp / FEATURES_DIR)
         if extraction_settings(tmp / FEATURES_DIR) != index.manifest["extraction"]:
             raise InstanceSearchError(f"{out}: the new images were extracted with other settings than the index "
                                       f"(params {m.name}.extract); use the params file the index was built with")
-        _step("2/2 encoding them with the index's model")
+        log.info("2/2 encoding them with the index's model")
         model = out / MODEL_FILE
         files = m.encode(index.manifest["encode"], part, tmp / FEATURES_DIR, load_npz(model))
         _, old = read_files(out / INDEX_DIR, check=True)
@@ -107,5 +103,3 @@ def add(images_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: added %d images (%d in all)", out, len(new), total)
 
-
-__all__ = ["add", "build"]

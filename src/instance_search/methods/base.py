@@ -38,6 +38,10 @@ class Queries:
     def __len__(self) -> int:
         return len(self.names)
 
+    def searched(self, mode: str):
+        """What the first stage compares (search.query): the box (``ls``) or the whole image (``gs``)."""
+        return self.box if mode == "ls" else self.image
+
 
 class Database(Protocol):
     """A method's encoded collection, loaded once and only read afterwards (thread-safe)."""

@@ -295,7 +295,7 @@ class BagOfWords:
         return encode
 
     def search(self, db: BowDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
-        q = queries.box if p["search"]["query"] == "ls" else queries.image
+        q = queries.searched(p["search"]["query"])
         return Ranking(*rank(sim.scores(q, db.database, similarity, alpha)))
 
     def rerank(self, db: BowDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
@@ -327,7 +327,7 @@ class BagOfWords:
                                       f"{self.name}.rerank.candidates is 0; raise it or set expand.mode: none")
         k = e["neighbours"]
         expansion.check_neighbours(k, f"{self.name}.expand.neighbours")
-        q = queries.box if p["search"]["query"] == "ls" else queries.image
+        q = queries.searched(p["search"]["query"])
         if e["mode"] == "gqe":
             nb = [db.database[ranking.ranks[j, :k]] for j in range(len(ranking.ranks))]
         elif e["mode"] == "lqe":

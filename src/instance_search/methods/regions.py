@@ -195,7 +195,7 @@ class RegionMethod:
         return encode
 
     def search(self, db: RegionDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
-        q = queries.box if p["search"]["query"] == "ls" else queries.image
+        q = queries.searched(p["search"]["query"])
         # the stored vectors are L2-normalised once more (a no-op up to rounding: as the scores were pinned)
         return Ranking(*rank(sim.scores(linalg.l2(q), linalg.l2(db.vectors), similarity, alpha)))
 
