@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test browser bench bench-codebook clean dvc-yaml
+.PHONY: install demo test browser bench bench-codebook clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
@@ -43,12 +43,19 @@ browser:
 dvc-yaml: install
 	python workflow/dvc_yaml.py
 
+# dvc.lock records the demo's artifacts as `dvc repro` wrote them; tests/test_demo_run.py checks that a
+# fresh Snakemake run reproduces it (dvc status). Run this after changing the library, a script, a rule
+# or params.yaml, and commit dvc.lock (and results/metrics, per_query, pr) with the change.
+dvc-lock: install
+	dvc repro
+
 bench: install
 	python benchmarks/rerank_speed.py
 	python benchmarks/cnn_speed.py
 	python benchmarks/frcnn_speed.py
 	python benchmarks/query_latency.py
 	python benchmarks/codebook_speed.py --quick
+	python benchmarks/threads_speed.py
 
 # The issue's codebook figure: 25k words on 1M 512-d features (one iteration measured, 20 extrapolated;
 # about half an hour on a 2-core CPU).

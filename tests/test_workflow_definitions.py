@@ -353,3 +353,50 @@ def test_dvc_status_and_dag_on_a_fresh_clone(tmp_path, params):
         for s in run_["similarities"]:
             for d in run_["datasets"]:
                 assert (f"evaluate@{d}-{m}-{s}", f"tables@{m}-{s}") in edges
+
+
+COMPUTE_STEPS = {"extract", "codebook", "encode", "rank", "rerank", "expand"}
+
+
+def test_compute_steps_declare_and_track_their_threads(stages):
+    """The compute rules reserve compute.threads in Snakemake (the others one thread), and their stages
+    list it, as it changes their results (params.yaml says where)."""
+    blocks = rule_blocks()
+    for name, body in blocks.items():
+        declared = re.findall(r"^    threads: (.+)$", body, flags=re.M)
+        assert declared == (["THREADS"] if name in COMPUTE_STEPS else []), name
+    assert COMPUTE_STEPS <= set(blocks)
+    for s in stages:
+        assert ("compute.threads" in s["params"]) == (s["name"].split("@")[0] in COMPUTE_STEPS), s["name"]
+
+
+def _stale(entries) -> list:
+    """The lines of `dvc status --json` that say a dependency changed, not merely that a file is absent."""
+    found = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            for kind, changes in entry.items():
+                for path, state in (changes.items() if isinstance(changes, dict) else ()):
+                    states = state.values() if isinstance(state, dict) else [state]
+                    if kind == "changed deps" and any(s != "deleted" for s in states):
+                        found.append(f"{path}: {state}")
+    return found
+
+
+def test_committed_dvc_lock_matches_the_code_and_params(tmp_path):
+    """dvc.lock records the code, scripts and params values of the demo's last `dvc repro`; a change to
+    any of them without `make dvc-lock` makes it stale (the demo test then fails after 10 minutes: this
+    says so in seconds). Outputs are absent here, so only changed dependencies count."""
+    import json
+
+    root = copy_workflow(tmp_path / "repo")
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
+    git("init", "--quiet", cwd=root)
+    proc = dvc("status", "--json", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = json.loads(proc.stdout[proc.stdout.index("{"):])
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))
+    assert set(lock["stages"]) == set(status), "dvc.lock lacks stages of dvc.yaml: run make dvc-lock"
+    stale = sorted({line for entries in status.values() for line in _stale(entries)})
+    assert not stale, f"dvc.lock is stale (run make dvc-lock and commit dvc.lock): {stale[:10]}"

@@ -23,10 +23,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = {"dataset": "run.datasets", "method": "run.methods", "similarity": "run.similarities"}
 # Outputs DVC keeps in git rather than its cache: small metrics and plots files (dvc exp show and
-# dvc plots diff read them from git), and fetch's manifest (DVC would delete a folder output before
-# the step, losing a resumed download, and copy gigabytes of images into its cache).
+# dvc plots diff read them from git). Every other output is cached, so `dvc push` / `dvc pull` share
+# it; fetch's output is its manifest, not the images (DVC would copy gigabytes of them into its cache
+# and delete the folder before the step, losing a resumed download).
 METRICS = {"metrics"}
-UNCACHED = {"per_query", "pr", "manifest"}
+UNCACHED = {"per_query", "pr"}
 HEADER = """\
 # GENERATED from the Snakemake rules by `make dvc-yaml` (workflow/dvc_yaml.py): do not edit; a test
 # checks that this file equals the generated one. The matrices run over run.datasets x run.methods x

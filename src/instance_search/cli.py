@@ -62,9 +62,10 @@ def _params(path: str) -> dict:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from . import photos
+    from . import photos, threads
 
     params = _params(args.params)
+    threads.apply(params["compute"]["threads"])  # the pipeline's compute steps, run here: the same threads
     if args.images is not None:
         if args.method is None:
             raise InstanceSearchError("index --images needs --method (sift, blcf or frcnn)")

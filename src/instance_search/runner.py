@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import io
+from . import io, threads
 from .config import load_params
 from .errors import InstanceSearchError
 
@@ -131,7 +131,9 @@ def output_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[P
 
 def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], None],
         script_file: str, argv: list[str] | None = None, *,
-        outputs: Callable[[argparse.Namespace], Iterable[str | Path]] | None = None) -> None:
+        outputs: Callable[[argparse.Namespace], Iterable[str | Path]] | None = None, compute: bool = False) -> None:
+    """Parse the arguments, set up logging and signals, load the params and call ``main(args, params)``.
+    ``compute``: the step is a compute step and runs on ``compute.threads`` threads; others on one."""
     args = p.parse_args(argv)
     _setup_logging(args.log)
     handlers = {}
@@ -143,7 +145,10 @@ def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], N
             for stale in io.sweep_temporaries(out):
                 log.info("%s: removed a temporary file left by an interrupted run", stale)
         params = load_params(args.params, args.schema or default_schema(script_file))
+        n = threads.apply(params["compute"]["threads"] if compute else 1)
+        log.info("%d CPU thread(s)%s", n, " (compute.threads)" if compute else "")
         main(args, params)
+        log.info("threads in use at the end: %s", threads.in_use())
     except InstanceSearchError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.error(msg)  # stderr shows "error: <msg>"; the log file keeps it with a timestamp

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_workflow_run import GOLDEN, demo_numbers  # noqa: E402
+from test_demo_run import GOLDEN, demo_numbers  # noqa: E402
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 numbers = demo_numbers(root)

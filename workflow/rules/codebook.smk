@@ -10,8 +10,9 @@ rule codebook:
     output:
         model="results/{dataset}/{method}/model.npz",
     params:
-        tracked=tracked_params("seed", "{method}.codebook"),
+        tracked=tracked_params("compute.threads", "seed", "{method}.codebook"),
         args=step_args,
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/codebook.log",
     benchmark:

@@ -51,6 +51,13 @@ def check_run_datasets(config):
         )
 
 
+def compute_threads(config):
+    """compute.threads as a count ('all': the CPUs this process may use)."""
+    from instance_search import threads
+
+    return threads.resolve(config["compute"]["threads"])
+
+
 def alternatives(names):
     """A wildcard constraint that matches exactly one of these names."""
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))

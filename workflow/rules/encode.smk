@@ -11,8 +11,9 @@ rule encode:
     output:
         index=directory("results/{dataset}/{method}/index"),
     params:
-        tracked=tracked_params("{method}.encode"),
+        tracked=tracked_params("compute.threads", "{method}.encode"),
         args=step_args,
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/encode.log",
     benchmark:

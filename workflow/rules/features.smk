@@ -11,10 +11,11 @@ rule extract:
     output:
         features=directory("results/{dataset}/{method}/features"),
     params:
-        tracked=tracked_params("{method}.extract"),
+        tracked=tracked_params("compute.threads", "{method}.extract"),
         args=step_args,
     resources:
         gpu=lambda wildcards: int(_methods.get(wildcards.method).uses_gpu),
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/extract.log",
     benchmark:

@@ -10,8 +10,9 @@ rule rank:
     output:
         rank="results/{dataset}/{method}/{similarity}/rank.npz",
     params:
-        tracked=tracked_params("similarity", "{method}.search"),
+        tracked=tracked_params("compute.threads", "similarity", "{method}.search"),
         args=step_args,
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/{similarity}/rank.log",
     benchmark:
@@ -33,8 +34,9 @@ rule rerank:
     output:
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     params:
-        tracked=tracked_params("similarity", "{method}.search", "{method}.rerank"),
+        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank"),
         args=step_args,
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/{similarity}/rerank.log",
     benchmark:
@@ -56,8 +58,9 @@ rule expand:
     output:
         expand="results/{dataset}/{method}/{similarity}/expand.npz",
     params:
-        tracked=tracked_params("similarity", "{method}.search", "{method}.rerank", "{method}.expand"),
+        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand"),
         args=step_args,
+    threads: THREADS
     log:
         "logs/{dataset}/{method}/{similarity}/expand.log",
     benchmark:

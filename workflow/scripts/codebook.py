@@ -15,4 +15,4 @@ def main(args, params):
 
 
 if __name__ == "__main__":
-    runner.run(p, main, __file__)
+    runner.run(p, main, __file__, compute=True)

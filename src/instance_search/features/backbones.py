@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import threads
 from ..download import sha256_file as sha256  # the one file hash (re-exported: frcnn and tests use it)
 from ..errors import InstanceSearchError
 
@@ -92,6 +93,7 @@ def load(backbone: str, layer: str | None = None, key: str = "blcf.extract"):
     import torchvision.models as models
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+    threads.sync_torch()
     weights = _weights(backbone)
     check_weights(backbone)
     model = getattr(models, BACKBONES[backbone].builder)(weights=None)

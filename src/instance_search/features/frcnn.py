@@ -39,6 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import threads
 from ..errors import InstanceSearchError
 from ..io import load_npz, save_npz
 from ..retrieval.geometry import pixel_windows
@@ -160,6 +161,7 @@ def load_detector(detector: str, proposals: int):
     """The COCO-trained detector (eval mode, CPU) keeping its top ``proposals`` RPN boxes after NMS."""
     import torchvision.models.detection as detection
 
+    threads.sync_torch()
     weights = _detector_weights(detector)
     check_detector_weights(detector)
     model = getattr(detection, detector)(weights=None, weights_backbone=None, rpn_post_nms_top_n_test=proposals,
