@@ -56,6 +56,7 @@ bench: install
 	python benchmarks/query_latency.py
 	python benchmarks/codebook_speed.py --quick
 	python benchmarks/threads_speed.py
+	python benchmarks/global_speed.py
 
 # The issue's codebook figure: 25k words on 1M 512-d features (one iteration measured, 20 extrapolated;
 # about half an hour on a 2-core CPU).

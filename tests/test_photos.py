@@ -39,7 +39,7 @@ def photos(tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["sift"]["codebook"]["words"] = 300  # 60 photos
     params["blcf"]["codebook"].update(words=200, pca_dim=64)
-    for m in ("blcf", "frcnn"):
+    for m in ("blcf", "frcnn", "gem"):
         params[m]["extract"]["max_side"] = 320
     (tmp / "workflow" / "schemas").mkdir(parents=True)  # the params file's own checkout: its schema beside it
     (tmp / "workflow" / "schemas" / "params.schema.json").write_text(

@@ -47,10 +47,14 @@ PROTOCOL_NOTE = (
 PROTOCOL_SUFFIX = {"easy": "E", "medium": "M", "hard": "H"}
 
 
-def _row(dataset: str, stages: dict, published, proposals=None) -> dict:
+# What a method's labels (Method.labels, in its metrics files) may hold: a column each where present.
+LABELS = ("proposals", "whitening")
+
+
+def _row(dataset: str, stages: dict, published, m: dict) -> dict:
     final = stages["expand"]
-    return {"dataset": dataset, "proposals": proposals, "mAP": final["mAP"], "NDCG": final["NDCG"], "seed_map": final["seed_map"],
-            "seed_ndcg": final["seed_ndcg"], "mAP_first_stage": stages["first_stage"]["mAP"],
+    return {"dataset": dataset, **{k: m.get(k) for k in LABELS}, "mAP": final["mAP"], "NDCG": final["NDCG"],
+            "seed_map": final["seed_map"], "seed_ndcg": final["seed_ndcg"], "mAP_first_stage": stages["first_stage"]["mAP"],
             "mAP_reranked": stages["rerank"]["mAP"], "seed_published_mAP": published}
 
 
@@ -66,9 +70,8 @@ def _table_rows(path: str | os.PathLike, method: str, similarity: str, published
         if "protocols" in m:  # the seed never evaluated these: no published number beside them
             known = [p for p in PROTOCOL_SUFFIX if p in m["protocols"]]  # E, M, H: the JSON's keys are sorted
             order = known + sorted(set(m["protocols"]) - set(known))
-            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan, m.get("proposals"))
-                    for p in order]
-        return [_row(m["dataset"], m, published.get(m["dataset"], np.nan), m.get("proposals"))]
+            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan, m) for p in order]
+        return [_row(m["dataset"], m, published.get(m["dataset"], np.nan), m)]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
 
@@ -77,8 +80,8 @@ def build_table(metrics_paths, method: str, similarity: str, published: Mapping[
     """Rows = datasets in the order of ``metrics_paths`` (a revisited dataset: its E, M, H rows);
     columns :data:`TABLE_COLUMNS`; ``published``: the seed's mAP per dataset, shown beside ours."""
     rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity, published or {})]
-    # frcnn's numbers depend on where its proposals came from: the column says it (other methods: none)
-    columns = TABLE_COLUMNS + (["proposals"] if any(r["proposals"] for r in rows) else [])
+    # frcnn's numbers depend on where its proposals came from, gem's on its whitening: a column says it
+    columns = TABLE_COLUMNS + [k for k in LABELS if any(r[k] for r in rows)]
     return pd.DataFrame(rows, columns=columns)
 
 

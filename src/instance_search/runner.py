@@ -146,9 +146,10 @@ def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], N
                 log.info("%s: removed a temporary file left by an interrupted run", stale)
         params = load_params(args.params, args.schema or default_schema(script_file))
         n = threads.apply(params["compute"]["threads"] if compute else 1)
-        log.info("%d CPU thread(s)%s", n, " (compute.threads)" if compute else "")
         main(args, params)
-        log.info("threads in use at the end: %s", threads.in_use())
+        # after main, so that a failure prints its one line alone
+        log.info("%d CPU thread(s)%s; in use at the end: %s", n, " (compute.threads)" if compute else "",
+                 threads.in_use())
     except InstanceSearchError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.error(msg)  # stderr shows "error: <msg>"; the log file keeps it with a timestamp

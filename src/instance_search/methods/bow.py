@@ -21,14 +21,15 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .. import threads
 from ..errors import InstanceSearchError
 from ..features import sift
 from ..features.store import FeatureStore, build_store
 from ..groundtruth import GroundTruth
-from ..retrieval import bow, expansion, linalg, vocabulary, windows
+from ..retrieval import bow, expansion, linalg, verification, vocabulary, windows
 from ..retrieval import similarity as sim
-from ..retrieval.geometry import Box
-from ..retrieval.ranking import Ranking, rank
+from ..retrieval.geometry import Box, in_box
+from ..retrieval.ranking import Ranking, check_first_stage, rank, reorder
 from .base import Progress, Queries
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,11 @@ def _bow_arrays(counts: sp.csr_matrix, idf: np.ndarray, n_database: int) -> dict
                 shape=np.array(counts.shape, np.int64), idf=idf, n_database=np.array(n_database, np.int64))
 
 
+def _whole(box: Box | None, width: int, height: int) -> Box:
+    """The query box, or the whole image for a query without one."""
+    return (0.0, 0.0, float(width), float(height)) if box is None else box
+
+
 # -------------------------------------------------------------------------------------------- method
 
 class BagOfWords:
@@ -254,24 +260,28 @@ class BagOfWords:
     def benchmark_queries(self, db: BowDatabase, gnd: GroundTruth) -> Queries:
         """The ground truth's queries: the words inside each box (LS) and of the whole query image (GS),
         read from the query images' assignment maps."""
-        boxes, images, fallbacks, info = [], [], [], []
+        boxes, images, points, fallbacks, info = [], [], [], [], []
         for q in gnd.queries:
-            xy, words, _, _ = db.maps.image(q.image)
-            inside, fell_back = bow.box_words(xy, words, q.box, self.features.box_fallback)
+            xy, words, width, height = db.maps.image(q.image)
+            keep, fell_back = in_box(xy, q.box, self.features.box_fallback)
             if fell_back:
                 fallbacks.append(q.name)
-            boxes.append(inside)
+            boxes.append(words[keep])
             images.append(words)
-            info.append({"features": len(words), "box_features": len(inside), "box_fallback": fell_back})
+            points.append((xy[keep], words[keep], _whole(q.box, width, height)))
+            info.append({"features": len(words), "box_features": len(keep), "box_fallback": fell_back})
         if fallbacks:
             log.warning("%d queries have no feature inside their box; they use %s: %s", len(fallbacks),
                         "the whole image" if self.features.box_fallback == "image"
                         else "the feature nearest the box centre", ", ".join(fallbacks))
-        return self._queries([q.name for q in gnd.queries], boxes, images, db, info)
+        return self._queries([q.name for q in gnd.queries], boxes, images, points, db, info)
 
-    def _queries(self, names, boxes, images, db: BowDatabase, info) -> Queries:
+    def _queries(self, names, boxes, images, points, db: BowDatabase, info) -> Queries:
+        """``points``: each query's (xy, words) inside its box, and the box: what spatial verification
+        matches and maps into each candidate."""
         return Queries(names, box=bow.weighted(bow.bag(boxes, db.vocabulary), db.idf),
-                       image=bow.weighted(bow.bag(images, db.vocabulary), db.idf), info=info)
+                       image=bow.weighted(bow.bag(images, db.vocabulary), db.idf), extra={"points": points},
+                       info=info)
 
     def image_encoder(self, extraction: dict, model: dict, db: BowDatabase):
         """(path, width, height, box or None) -> the Queries of one image, computed as extract and
@@ -288,10 +298,11 @@ class BagOfWords:
             words = vocab.words(x)
             if len(words) == 0:
                 raise InstanceSearchError(f"{path}: no local feature found in the image; use a more textured image")
-            inside, fell_back = (words, False) if box is None else bow.box_words(xy, words, box,
-                                                                                 self.features.box_fallback)
-            info = {"features": int(len(words)), "box_features": int(len(inside)), "box_fallback": fell_back}
-            return self._queries([Path(path).name], [inside], [words], db, [info])
+            keep, fell_back = (np.arange(len(words)), False) if box is None else in_box(
+                xy, box, self.features.box_fallback)
+            info = {"features": int(len(words)), "box_features": int(len(keep)), "box_fallback": fell_back}
+            points = [(xy[keep], words[keep], _whole(box, width, height))]
+            return self._queries([Path(path).name], [words[keep]], [words], points, db, [info])
         return encode
 
     def search(self, db: BowDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
@@ -305,7 +316,37 @@ class BagOfWords:
         r = p["rerank"]
         if r["candidates"] == 0:
             return first.with_no_boxes()
+        if r["mode"] == "sv":
+            return self._verified(db, queries, first, r, progress)
+        if r["mode"] != "window":
+            raise InstanceSearchError(f"{self.name}.rerank.mode={r['mode']!r}: expected window or sv")
         return self._windows(db, queries.box, first, r, similarity, alpha, progress)
+
+    def _verified(self, db: BowDatabase, queries: Queries, first: Ranking, r: dict,
+                  progress: Progress | None = None) -> Ranking:
+        """Spatial verification of each query's top candidates (retrieval.verification): score = the
+        inlier count (0 below min_inliers), ties in first-stage order (a stable sort); the region is the
+        query box mapped into the candidate. Candidates run in parallel on compute.threads threads."""
+        sv = r["sv"]
+        verification.check(sv, f"{self.name}.rerank.sv")
+        ranks, scores = check_first_stage(first.ranks, first.scores, r["candidates"], len(queries))
+        t = min(r["candidates"], ranks.shape[1])
+        inliers = np.zeros((len(queries), t))
+        boxes = np.full((len(queries), t, 4), np.nan, np.float32)
+        settings = {k: sv[k] for k in verification.KEYS}
+        for j, (xy, words, box) in enumerate(queries.extra["points"]):
+            candidates = [db.maps.image(int(i))[:2] for i in ranks[j, :t]]
+            found = verification.verify_many(xy, words, box, candidates, workers=threads.applied() or 1,
+                                             seed=sv["seed"], **settings)
+            for k, v in enumerate(found):
+                if v.inliers >= sv["min_inliers"]:
+                    inliers[j, k] = v.inliers
+                    if v.box is not None:
+                        boxes[j, k] = v.box
+            if progress is not None:
+                progress(j + 1, len(queries))
+        ranks, scores, boxes = reorder(ranks, scores, inliers, boxes)
+        return Ranking(ranks.astype(np.int32), scores.astype(np.float32), boxes)
 
     def _windows(self, db: BowDatabase, q, start: Ranking, r: dict, similarity: str, alpha: float,
                  progress: Progress | None = None) -> Ranking:

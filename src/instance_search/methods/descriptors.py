@@ -1,0 +1,201 @@
+"""The global-descriptor family (``gem``): one vector per image, searched by one dense product.
+
+- **Extract** (``features.gem``): multi-scale GeM vectors of every image, and of each benchmark
+  query's image cropped to its box (LS; the whole image's vector when the box covers it) and whole (GS).
+- **Learn**: an optional PCA-whitening (L2 -> whiten -> L2) of the database vectors (``pca_dim``; 0:
+  none), learned on the same dataset's database (the tables say so: ``whitening`` label).
+- **Search**: cosine or weighted cosine between the query and database vectors.
+- **Re-rank** (``rerank.mode``): ``none``, or ``diffusion`` (Iscen et al., CVPR 2017) on the mutual
+  k-NN graph of the database vectors (``retrieval.diffusion``), built once per database and setting.
+- **Expand** (``expand.mode``): ``none``, or ``aqe``: alpha-weighted query expansion (Radenovic et al.)
+  over the current ranking's top ``neighbours``, then the whole database searched again.
+
+Index files (``index/``): ``vectors.npz`` (the database vectors, prepared), ``queries.npz`` (the
+benchmark queries' ls and gs vectors, prepared). Model (``model.npz``): the whitening, or nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InstanceSearchError
+from ..features import gem
+from ..features.cnn import Extractor
+from ..groundtruth import GroundTruth
+from ..io import load_npz, read_json, replace_dir, save_npz, write_json
+from ..retrieval import diffusion, linalg
+from ..retrieval import similarity as sim
+from ..retrieval.geometry import Box
+from ..retrieval.ranking import Ranking, rank
+from .base import Progress, Queries
+
+log = logging.getLogger(__name__)
+
+
+def prepare(x: np.ndarray, model: dict[str, np.ndarray] | None) -> np.ndarray:
+    """L2 (-> whiten -> L2 with a whitening model), float32."""
+    x = linalg.l2(x, np.float32)
+    return x if model is None else linalg.whiten(x, model)
+
+
+def _whole(box: Box | None, width: int, height: int) -> bool:
+    return box is None or (box[0] <= 0 and box[1] <= 0 and box[2] >= width and box[3] >= height)
+
+
+@dataclass(eq=False)
+class GlobalDatabase:
+    vectors: np.ndarray              # float32 (n_database, D), prepared
+    queries: dict[str, np.ndarray]   # the benchmark queries' ls and gs vectors, prepared
+    n_database: int
+    graphs: dict = field(default_factory=dict)  # diffusion graphs built so far, by setting
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.vectors) + len(self.queries["gs"])
+
+    def diffusion(self, d: dict) -> diffusion.Diffusion:
+        """The database's diffusion graph for these settings (built once: the web page asks again)."""
+        key = (d["k"], d["gamma"], d["alpha"])
+        with self.lock:
+            if key not in self.graphs:
+                self.graphs[key] = diffusion.Diffusion(self.vectors.astype(np.float64), d["k"], d["gamma"], d["alpha"])
+            return self.graphs[key]
+
+
+class GlobalMethod:
+    name = "gem"
+    uses_gpu = True
+
+    def __init__(self, published: dict[str, float] | None = None):
+        self.published = published or {}  # the seed had no global-descriptor method
+
+    def labels(self, p: dict) -> dict[str, str]:
+        """Where the whitening was learned (the tables say it beside the numbers)."""
+        return {"whitening": "same dataset" if p["codebook"]["pca_dim"] else "none"}
+
+    # building ---------------------------------------------------------------------------------
+    @staticmethod
+    def _extractor(p: dict, device: str | None = None) -> Extractor:
+        return Extractor(p["backbone"], p["layer"] or None, device or p["device"], p["half"])
+
+    @staticmethod
+    def _describe(ex: Extractor, p: dict, paths, boxes) -> np.ndarray:
+        return gem.describe(ex, paths, boxes, scales=p["scales"], p=p["p"], max_side=p["max_side"],
+                            workers=p["workers"])
+
+    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "") -> None:
+        ex = self._extractor(p)
+        paths = [str(gnd.image_path(i)) for i in range(len(gnd.images))]
+        log.info("%s: GeM (p=%g) of %s %s at scales %s, max side %d (%s)", progress_desc or gnd.dataset, p["p"],
+                 p["backbone"], ex.layer, p["scales"], p["max_side"], ex.device)
+        vectors = self._describe(ex, p, paths, [None] * len(paths))
+        cropped = [k for k, q in enumerate(gnd.queries)
+                   if not _whole(q.box, gnd.images[q.image].width, gnd.images[q.image].height)]
+        ls = np.stack([vectors[q.image] for q in gnd.queries]) if gnd.queries else np.zeros((0, ex.dim), np.float32)
+        if cropped:
+            ls[cropped] = self._describe(ex, p, [paths[gnd.queries[k].image] for k in cropped],
+                                         [gnd.queries[k].box for k in cropped])
+        gs = np.stack([vectors[q.image] for q in gnd.queries]) if gnd.queries else np.zeros((0, ex.dim), np.float32)
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(out_dir.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_npz(tmp / "vectors.npz", vectors=vectors, ls=ls, gs=gs)
+        config = {"method": self.name, **p, "layer": ex.layer, "images": [im.path for im in gnd.images],
+                  "root": gnd.root}
+        write_json(tmp / "manifest.json", {"n_images": len(paths), "dim": ex.dim, "cropped_queries": len(cropped),
+                                           "config": config})
+        replace_dir(tmp, out_dir)
+        log.info("%s: %d images, %d-d; %d query boxes cropped", out_dir, len(paths), ex.dim, len(cropped))
+
+    @staticmethod
+    def _features(features) -> tuple[dict, dict]:
+        d = Path(features)
+        if not (d / "manifest.json").is_file():
+            raise InstanceSearchError(f"{d}: not a finished gem feature folder (no manifest.json); re-run extract")
+        return read_json(d / "manifest.json"), load_npz(d / "vectors.npz")
+
+    def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
+        _, f = self._features(features)
+        if not p["pca_dim"]:
+            return {"none": np.zeros(0, np.float32)}
+        return linalg.whitening_arrays(linalg.fit_whitening(linalg.l2(f["vectors"][:gnd.n_database], np.float32),
+                                                            p["pca_dim"], key="gem.codebook.pca_dim"))
+
+    def encode(self, p: dict, gnd: GroundTruth, features, model: dict) -> dict[str, dict]:
+        manifest, f = self._features(features)
+        if manifest["n_images"] != len(gnd.images):
+            raise InstanceSearchError(f"{features}: {manifest['n_images']} images but the ground truth lists "
+                                      f"{len(gnd.images)}; re-run extract")
+        white = linalg.whitening_from(model)
+        return {"vectors": {"vectors": prepare(f["vectors"][:gnd.n_database], white)},
+                "queries": {"ls": prepare(f["ls"], white), "gs": prepare(f["gs"], white)}}
+
+    def join(self, parts: list[dict[str, dict]], n_database: int, p: dict) -> dict[str, dict]:
+        dim = parts[0]["vectors"]["vectors"].shape[1]
+        return {"vectors": {"vectors": np.concatenate([f["vectors"]["vectors"] for f in parts])},
+                "queries": {k: np.zeros((0, dim), np.float32) for k in ("ls", "gs")}}
+
+    # querying ---------------------------------------------------------------------------------
+    def load(self, files: dict[str, dict], n_database: int) -> GlobalDatabase:
+        v = files["vectors"]["vectors"]
+        if len(v) != n_database:
+            raise InstanceSearchError("vectors.npz describes another image list; re-run encode")
+        return GlobalDatabase(np.asarray(v, np.float32), files["queries"], n_database)
+
+    def benchmark_queries(self, db: GlobalDatabase, gnd: GroundTruth) -> Queries:
+        if len(db.queries["ls"]) != len(gnd.queries):
+            raise InstanceSearchError(f"the index holds {len(db.queries['ls'])} query vectors but the ground truth "
+                                      f"has {len(gnd.queries)} queries; re-run extract and encode")
+        return Queries([q.name for q in gnd.queries], box=db.queries["ls"], image=db.queries["gs"],
+                       info=[{} for _ in gnd.queries])
+
+    def image_encoder(self, extraction: dict, model: dict, db: GlobalDatabase):
+        ex = self._extractor(extraction, device="auto")
+        white = linalg.whitening_from(model)
+
+        def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
+            whole = self._describe(ex, extraction, [path], [None])
+            ls = whole if _whole(box, width, height) else self._describe(ex, extraction, [path], [box])
+            return Queries([Path(path).name], box=prepare(ls, white), image=prepare(whole, white),
+                           info=[{"cropped": not _whole(box, width, height)}])
+        return encode
+
+    def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
+        q = queries.searched(p["search"]["query"])
+        return Ranking(*rank(sim.scores(np.asarray(q, np.float64), db.vectors.astype(np.float64), similarity, alpha)))
+
+    def rerank(self, db: GlobalDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
+               progress: Progress | None = None) -> Ranking:
+        """Diffusion from the searched query over the database's k-NN graph (rerank.mode: diffusion)."""
+        r = p["rerank"]
+        if r["mode"] == "none":
+            return first.with_no_boxes()
+        if r["mode"] != "diffusion":
+            raise InstanceSearchError(f"gem.rerank.mode={r['mode']!r}: expected none or diffusion")
+        d = r["diffusion"]
+        diffusion.check({"gem": {"diffusion": d}})
+        q = linalg.l2(np.asarray(queries.searched(p["search"]["query"]), np.float64))
+        ranks, scores = db.diffusion(d).rank(q, d["query_k"], d["iterations"], d["tol"])
+        if progress is not None:
+            progress(len(q), len(q))
+        return Ranking(ranks.astype(np.int32), scores.astype(np.float32), np.zeros((len(q), 0, 4), np.float32))
+
+    def expand(self, db: GlobalDatabase, queries: Queries, ranking: Ranking, p: dict, similarity: str,
+               alpha: float) -> Ranking:
+        """alpha-QE over the current ranking's top neighbours, then the whole database searched again."""
+        e = p["expand"]
+        if e["mode"] == "none":
+            return ranking
+        if e["mode"] != "aqe":
+            raise InstanceSearchError(f"gem.expand.mode={e['mode']!r}: expected none or aqe")
+        diffusion.check({"gem": {"expand": {"alpha": e["alpha"], "neighbours": e["neighbours"]}}})
+        q = np.asarray(queries.searched(p["search"]["query"]), np.float64)
+        expanded = diffusion.alpha_qe(q, db.vectors.astype(np.float64), ranking.ranks, e["neighbours"], e["alpha"])
+        got = Ranking(*rank(sim.scores(expanded, db.vectors.astype(np.float64), similarity, alpha)))
+        return Ranking(got.ranks, got.scores, np.zeros((len(q), 0, 4), np.float32))
