@@ -153,7 +153,7 @@ def test_artifacts_pushed_and_pulled_rerun_nothing(demo, tmp_path):
     git("commit", "--quiet", "--allow-empty", "-m", "remote", cwd=demo)
 
     clone = tmp_path / "clone"
-    git("clone", "--quiet", str(demo), str(clone))
+    git("clone", "--quiet", str(demo), str(clone), cwd=tmp_path)
     dvc("pull", cwd=clone)
     assert status(clone) == {}
     out = dvc("repro", cwd=clone)
