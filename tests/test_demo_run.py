@@ -19,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import workflow_tools
-from workflow_tools import REPO, copy_repo, git, output_of, tail
+from workflow_tools import copy_dvc_state, copy_repo, git, output_of, tail
 
 pytestmark = pytest.mark.workflow
 
@@ -87,8 +86,7 @@ def demo(tmp_path_factory) -> Path:
     """A git repository holding what a clone of this one holds (dvc.lock and the DVC config included),
     after `snakemake --cores 2 --resources gpu=1` (make demo's command) ran in it from nothing."""
     root = copy_repo(tmp_path_factory.mktemp("demo") / "repo")
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
-    shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
+    copy_dvc_state(root)
     git("init", "--quiet", cwd=root)
     git("add", "--all", cwd=root)
     git("commit", "--quiet", "-m", "a clone", cwd=root)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_tools import CODEBOOK_SIZE, REPO, copy_repo, dvc, get_key, git, run, set_key, snakemake
+from workflow_tools import CODEBOOK_SIZE, REPO, copy_dvc_state, copy_repo, dvc, get_key, git, run, set_key, snakemake
 
 # DVC's run-cache drops every nested key named like these from its stage hash (treeverse/dvc#10296)
 RUN_CACHE_BLIND_KEYS = {"size", "nfiles"}
@@ -390,8 +390,7 @@ def test_committed_dvc_lock_matches_the_code_and_params(tmp_path):
     import json
 
     root = copy_workflow(tmp_path / "repo")
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
-    shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
+    copy_dvc_state(root)
     git("init", "--quiet", cwd=root)
     proc = dvc("status", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]

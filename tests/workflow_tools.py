@@ -33,6 +33,13 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def copy_dvc_state(dest: Path) -> None:
+    """What a clone of this repository holds for DVC besides dvc.yaml: its config and the committed
+    dvc.lock (not the local cache)."""
+    shutil.copytree(REPO / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    shutil.copy2(REPO / "dvc.lock", dest / "dvc.lock")
+
+
 def tool_env(root: Path) -> dict[str, str]:
     """The environment for snakemake/dvc in the copy `root`: the steps' `python` is this
     interpreter, and it imports the copy's own src/instance_search."""
