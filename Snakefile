@@ -47,6 +47,11 @@ rule all:
             ext=["md", "csv"],
         ),
         expand(
+            "results/tables/options_{similarity}.{ext}",
+            similarity=config["run"]["similarities"],
+            ext=["md", "csv"],
+        ),
+        expand(
             "results/figures/{dataset}_{method}_{similarity}.png",
             dataset=config["run"]["datasets"],
             method=config["run"]["methods"],

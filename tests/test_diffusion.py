@@ -1,5 +1,7 @@
 """Alpha-QE and diffusion (retrieval/diffusion.py) against hand computations and dense references."""
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -262,23 +264,26 @@ def test_deterministic():
 # ---------------------------------------------------------------- parameters
 
 GOOD = {"expand": {"alpha": 3.0, "neighbours": 2},
-        "diffusion": {"k": 50, "alpha": 0.99, "gamma": 3.0, "query_k": 10, "iterations": 20, "tol": 1e-6}}
+        "rerank": {"diffusion": {"k": 50, "alpha": 0.99, "gamma": 3.0, "query_k": 10, "iterations": 20, "tol": 1e-6}}}
 
 
 @pytest.mark.parametrize("key, value", [
     ("gem.expand.alpha", -0.5), ("gem.expand.alpha", float("nan")),
     ("gem.expand.neighbours", 0), ("gem.expand.neighbours", 2.5),
-    ("gem.diffusion.k", 0), ("gem.diffusion.k", True),
-    ("gem.diffusion.alpha", 1.5), ("gem.diffusion.alpha", 0.0), ("gem.diffusion.alpha", 1.0),
-    ("gem.diffusion.gamma", 0.0), ("gem.diffusion.gamma", "3"),
-    ("gem.diffusion.query_k", 0), ("gem.diffusion.iterations", 0),
-    ("gem.diffusion.tol", 0.0), ("gem.diffusion.tol", -1e-6),
+    ("gem.rerank.diffusion.k", 0), ("gem.rerank.diffusion.k", True),
+    ("gem.rerank.diffusion.alpha", 1.5), ("gem.rerank.diffusion.alpha", 0.0), ("gem.rerank.diffusion.alpha", 1.0),
+    ("gem.rerank.diffusion.gamma", 0.0), ("gem.rerank.diffusion.gamma", "3"),
+    ("gem.rerank.diffusion.query_k", 0), ("gem.rerank.diffusion.iterations", 0),
+    ("gem.rerank.diffusion.tol", 0.0), ("gem.rerank.diffusion.tol", -1e-6),
 ])
 def test_check_names_the_key(key, value):
-    _, section, name = key.split(".")
-    nested = {"gem": {s: dict(v) for s, v in GOOD.items()}}
+    *path, name = key.split(".")
+    nested = copy.deepcopy({"gem": GOOD})
     check(nested)  # the good values pass
-    nested["gem"][section][name] = value
+    node = nested
+    for part in path:
+        node = node[part]
+    node[name] = value
     with pytest.raises(InstanceSearchError, match="^" + key.replace(".", r"\.") + "="):
         check(nested)
     with pytest.raises(InstanceSearchError, match="^" + key.replace(".", r"\.") + "="):
@@ -286,13 +291,13 @@ def test_check_names_the_key(key, value):
 
 
 def test_diffusion_checks_its_arguments():
-    with pytest.raises(InstanceSearchError, match=r"^gem\.diffusion\.alpha=1\.5: must be in \(0, 1\)$"):
+    with pytest.raises(InstanceSearchError, match=r"^gem\.rerank\.diffusion\.alpha=1\.5: must be in \(0, 1\)$"):
         Diffusion(CIRCLE, 2, 3.0, 1.5)
-    with pytest.raises(InstanceSearchError, match=r"^gem\.diffusion\.k=0:"):
+    with pytest.raises(InstanceSearchError, match=r"^gem\.rerank\.diffusion\.k=0:"):
         Diffusion(CIRCLE, 0, 3.0, 0.5)
-    with pytest.raises(InstanceSearchError, match=r"^gem\.diffusion\.gamma=0:"):
+    with pytest.raises(InstanceSearchError, match=r"^gem\.rerank\.diffusion\.gamma=0:"):
         knn_graph(CIRCLE, 2, 0)
     d = Diffusion(CIRCLE, 2, 3.0, 0.5)
     for args, key in [((0, 20, 1e-6), "query_k"), ((2, 0, 1e-6), "iterations"), ((2, 20, 0.0), "tol")]:
-        with pytest.raises(InstanceSearchError, match=rf"^gem\.diffusion\.{key}="):
+        with pytest.raises(InstanceSearchError, match=rf"^gem\.rerank\.diffusion\.{key}="):
             d.rank(CIRCLE[:1], *args)

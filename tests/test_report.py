@@ -187,3 +187,79 @@ def test_figure_is_deterministic_and_coloured(tmp_path, gnd_path, rank_files):
 def test_figure_rejects_a_rerank_file_without_boxes(tmp_path, gnd_path, rank_files):
     with pytest.raises(InstanceSearchError, match="rank.npz"):
         report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", 1, 2)
+
+
+# ------------------------------------------------------------------------------ second-stage options
+
+def _summary(value: float) -> dict:
+    return {"mAP": value, "NDCG": value + 0.1, "N-S": 4 * value, "seed_map": value, "seed_ndcg": value, "queries": 2}
+
+
+def _options_file(path: Path, dataset: str, method: str, first: float, options: dict, similarity="cosine", **extra):
+    io.write_json(path, {"dataset": dataset, "method": method, "similarity": similarity, **extra,
+                         "first_stage": _summary(first), "options": {k: _summary(v) for k, v in options.items()}})
+    return path
+
+
+def test_options_table_puts_each_option_beside_the_first_stage_and_names_the_best(tmp_path):
+    paths = [_options_file(tmp_path / "a-sift.json", "a", "sift", 0.5, {"sv": 0.7, "window": 0.6}),
+             _options_file(tmp_path / "a-gem.json", "a", "gem", 0.6, {"aqe": 0.6, "diffusion": 0.4}, whitening="none"),
+             _options_file(tmp_path / "a-frcnn.json", "a", "frcnn", 0.5, {"regions": 0.4}, proposals="grid")]
+    io.write_json(tmp_path / "photos-sift.json", {"dataset": "photos", "method": "sift", "similarity": "cosine",
+                                                 "evaluated": False})
+    paths.append(tmp_path / "photos-sift.json")
+    md, csv = tmp_path / "t.md", tmp_path / "t.csv"
+    table = report.write_options_table(paths, "cosine", md, csv)
+    # columns: labels where a row has one, the options in their fixed order, then the best
+    assert list(table.columns) == ["dataset", "method", "proposals", "whitening", "metric", "first_stage", "window",
+                                   "sv", "regions", "diffusion", "aqe", "best"]
+    assert table["metric"].tolist() == ["mAP", "NDCG", "N-S"] * 3  # the unevaluated photo folder has no row
+    rows = {(r.method, r.metric): r for r in table.itertuples(index=False)}
+    assert rows["sift", "mAP"].sv == 0.7 and rows["sift", "mAP"].window == 0.6 and rows["sift", "mAP"].best == "sv"
+    assert rows["gem", "mAP"].best == "first_stage"  # aqe ties with the first stage: ties go left
+    assert rows["frcnn", "N-S"].best == "first_stage" and rows["frcnn", "mAP"].proposals == "grid"
+    assert math.isnan(rows["sift", "mAP"].aqe)
+    text = md.read_text()
+    assert "| a | sift |  |  | mAP | 0.500 | 0.600 | 0.700 |  |  |  | sv |" in text
+    first = csv.read_bytes()
+    report.write_options_table(paths, "cosine", md, csv)
+    assert csv.read_bytes() == first
+
+
+def test_options_table_has_a_row_per_protocol(tmp_path):
+    def with_protocols(v):
+        return {**_summary(v), "protocols": {p: _summary(v + d) for p, d in (("easy", 0.1), ("medium", 0), ("hard", -0.1))}}
+    path = tmp_path / "r-sift.json"
+    io.write_json(path, {"dataset": "roxford5k", "method": "sift", "similarity": "cosine",
+                         "first_stage": with_protocols(0.5), "options": {"sv": with_protocols(0.6)}})
+    table = report.build_options_table([path], "cosine")
+    assert table["dataset"].tolist()[::3] == ["roxford5k-E", "roxford5k-M", "roxford5k-H"]
+    assert table[table.metric == "mAP"]["sv"].round(6).tolist() == [0.7, 0.6, 0.5]
+
+
+def test_options_table_rejects_another_similarity_or_a_malformed_file(tmp_path):
+    path = _options_file(tmp_path / "a-sift.json", "a", "sift", 0.5, {"sv": 0.7}, similarity="weighted_cosine")
+    with pytest.raises(InstanceSearchError, match="a-sift.json: options of the weighted_cosine"):
+        report.build_options_table([path], "cosine")
+    io.write_json(path, {"dataset": "a", "method": "sift", "similarity": "cosine"})
+    with pytest.raises(InstanceSearchError, match="a-sift.json: malformed options file"):
+        report.build_options_table([path], "cosine")
+
+
+def test_every_method_offers_options_its_params_accept():
+    """Each option only overrides keys the method's params section has (a typo would be a silent no-op)."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+    def within(override, section, where):
+        for key, value in override.items():
+            assert key in section, f"{where}.{key}"
+            if isinstance(value, dict):
+                within(value, section[key], f"{where}.{key}")
+
+    for name in params["run"]["methods"]:
+        opts = methods.get(name).options(params[name])
+        assert opts and set(opts) <= set(report.OPTION_ORDER)
+        for option, override in opts.items():
+            within(override, params[name], f"{name}:{option}")

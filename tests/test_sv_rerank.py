@@ -1,6 +1,7 @@
 """Spatial verification as the bag-of-words methods' re-ranking (rerank.mode: sv), on a hand-made index:
 a candidate holding the query's object moved by a known translation beats one with the same words in
-scrambled places, whatever the first stage said, and the located region is the moved query box."""
+scrambled places when the inliers weigh enough against the first stage, and the located region is
+the moved query box."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from instance_search.retrieval import bow
 from instance_search.retrieval.ranking import Ranking
 
 SV = {"model": "affine", "threshold": 3.0, "cap": 2, "max_iters": 500, "confidence": 0.999, "min_inliers": 4,
-      "seed": 0}
+      "seed": 0, "weight": 1.0}
 SHIFT = np.array([100.0, 40.0])
 BOX = (10.0, 10.0, 210.0, 160.0)
 
@@ -36,8 +37,8 @@ def _index():
     return db, queries
 
 
-def _params(mode="sv", candidates=3):
-    return {"rerank": {"mode": mode, "candidates": candidates, "sv": dict(SV)}}
+def _params(mode="sv", candidates=3, **sv):
+    return {"rerank": {"mode": mode, "candidates": candidates, "sv": {**SV, **sv}}}
 
 
 def test_verified_candidate_moves_up_and_carries_the_moved_box():
@@ -46,9 +47,10 @@ def test_verified_candidate_moves_up_and_carries_the_moved_box():
     # the first stage put the scrambled image first (its score ties: only the layout tells them apart)
     first = Ranking(np.array([[2, 1, 0]], np.int32), np.array([[0.9, 0.8, 0.7]], np.float32))
     got = sift.rerank(db, queries, first, _params(), "cosine", 0.8)
-    assert got.ranks[0].tolist() == [1, 0, 2]  # ties (0 and 1 both verified with 30) keep first-stage order
-    assert got.scores[0, 0] == got.scores[0, 1] == 30  # every feature an inlier of the translation
-    assert got.scores[0, 2] < 4  # the scrambled image: below min_inliers, unverified
+    assert got.ranks[0].tolist() == [1, 0, 2]  # 0 and 1 both verified with 30: the first stage orders them
+    # every feature an inlier of the translation: first-stage score + 1 x 30
+    np.testing.assert_allclose(got.scores[0, :2], [30.8, 30.7], rtol=1e-6)
+    np.testing.assert_allclose(got.scores[0, 2], 0.9, rtol=1e-6)  # the scrambled image: below min_inliers, + 0
     np.testing.assert_allclose(got.boxes[0, 0], [BOX[0] + 100, BOX[1] + 40, BOX[2] + 100, BOX[3] + 40], atol=0.5)
     np.testing.assert_allclose(got.boxes[0, 1], BOX, atol=0.5)
     assert np.isnan(got.boxes[0, 2]).all()
@@ -70,3 +72,16 @@ def test_a_bad_mode_or_setting_is_named():
     p["rerank"]["sv"]["threshold"] = -1
     with pytest.raises(InstanceSearchError, match="sift.rerank.sv.threshold"):
         methods.get("sift").rerank(db, queries, first, p, "cosine", 0.8)
+    with pytest.raises(InstanceSearchError, match="sift.rerank.sv.weight"):
+        methods.get("sift").rerank(db, queries, first, _params(weight=-0.5), "cosine", 0.8)
+
+
+@pytest.mark.parametrize("weight, order", [(0.0, [2, 1, 0]), (0.01, [2, 1, 0]), (0.1, [1, 0, 2])])
+def test_the_weight_trades_inliers_against_the_first_stage_score(weight, order):
+    """score = first + weight x 30 inliers for images 0 and 1, + 0 for the scrambled one: at 0.01 the
+    scrambled image's 0.9 still beats 0.3 + 0.3; at 0.1 the verified ones pass it; 0 is the first stage."""
+    db, queries = _index()
+    first = Ranking(np.array([[2, 1, 0]], np.int32), np.array([[0.9, 0.3, 0.2]], np.float32))
+    got = methods.get("sift").rerank(db, queries, first, _params(weight=weight), "cosine", 0.8)
+    assert got.ranks[0].tolist() == order
+    np.testing.assert_allclose(np.sort(got.scores[0])[::-1], got.scores[0])  # scores never increase

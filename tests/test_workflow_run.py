@@ -28,10 +28,12 @@ GOLDEN_KEYS = ("mAP", "NDCG", "seed_map", "seed_ndcg")
 STAGES = ("first_stage", "rerank", "expand")
 
 # The tiny benchmark: 3 objects x 4 views + 6 distractors at 320x240, 64-word (sift) and 32-word
-# (blcf, the offline MobileNetV2 at the images' own size) codebooks, frcnn's grid proposals at 320 px.
+# (blcf, the offline MobileNetV2 at the images' own size) codebooks. sift and blcf cover the workflow's
+# two kinds of steps (CPU and GPU extraction); every method runs through Snakemake in the demo test
+# (tests/test_demo_run.py) and indexes a photo folder in tests/test_photos.py.
 TINY = {
     "run.datasets": ["synthetic", "photos"],
-    "run.methods": ["sift", "blcf", "frcnn"],
+    "run.methods": ["sift", "blcf"],
     "run.similarities": ["cosine", "weighted_cosine"],
     "datasets.synthetic.generator.objects": 3,
     "datasets.synthetic.generator.views": 4,
@@ -43,7 +45,6 @@ TINY = {
     "blcf.extract.max_side": 320,
     "blcf.codebook.words": 32,
     "blcf.codebook.pca_dim": 64,
-    "frcnn.extract.max_side": 320,
     "figures.queries": 2,
     "figures.results": 3,
 }
@@ -92,6 +93,7 @@ def digests(root: Path) -> dict[str, str]:
 def expected_results() -> set[str]:
     sims, methods, datasets = TINY["run.similarities"], TINY["run.methods"], TINY["run.datasets"]
     return ({f"results/tables/{m}_{s}.{ext}" for m in methods for s in sims for ext in ("md", "csv")}
+            | {f"results/tables/options_{s}.{ext}" for s in sims for ext in ("md", "csv")}
             | {f"results/{kind}/{m}_{s}/{d}.{ext}" for m in methods for s in sims for d in datasets
                for kind, ext in (("metrics", "json"), ("per_query", "csv"), ("pr", "csv"))})
 
@@ -99,7 +101,7 @@ def expected_results() -> set[str]:
 # ------------------------------------------------------------------------------------------ tests
 
 
-def test_snakemake_from_scratch_runs_every_method_and_a_photo_folder(tiny_repo):
+def test_snakemake_from_scratch_runs_the_benchmark_and_a_photo_folder(tiny_repo):
     """`snakemake --cores 2 --resources gpu=1` from nothing: every table, metrics, per-query and
     precision-recall file, figure and photo-folder index, and the report. (That two runs from scratch
     write the same bytes, tests/test_demo_run.py checks on the demo: its run must reproduce the
@@ -119,6 +121,11 @@ def test_snakemake_from_scratch_runs_every_method_and_a_photo_folder(tiny_repo):
             table = (root / f"results/tables/{m}_{s}.csv").read_text(encoding="utf-8").splitlines()
             assert len(table) == 2 and table[1].startswith("synthetic,")
         assert (root / f"results/photos/{m}/index/manifest.json").is_file()
+    for s in TINY["run.similarities"]:  # the options table: synthetic's rows only, 3 metrics a method
+        table = (root / f"results/tables/options_{s}.csv").read_text(encoding="utf-8").splitlines()
+        assert len(table) == 1 + 3 * len(TINY["run.methods"]) and all(r.startswith("synthetic,") for r in table[1:])
+        photos = json.loads((root / f"results/options/{s}/photos-sift.json").read_text(encoding="utf-8"))
+        assert photos["evaluated"] is False
     proc = workflow_tools.snakemake("--report", "results/report.html", cwd=root)
     assert proc.returncode == 0, tail(proc)
     html = (root / "results/report.html").read_text(encoding="utf-8", errors="replace")

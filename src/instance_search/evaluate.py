@@ -84,6 +84,19 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
+def summary(gnd: GroundTruth, ranks: np.ndarray, settings: dict) -> dict:
+    """The mean metrics of one ranking (params ``evaluate`` settings), and each protocol's where the
+    dataset has them (under ``protocols``)."""
+    def one(protocol):
+        return summarise(evaluate_rankings(gnd, ranks, seed_top=int(settings["seed_top"]),
+                                           seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol))
+
+    out = one(None)
+    if gnd.protocols:
+        out["protocols"] = {p: one(p) for p in gnd.protocols}
+    return out
+
+
 def interpolated_pr(gnd: GroundTruth, ranks: np.ndarray, levels: np.ndarray = RECALL_LEVELS) -> np.ndarray:
     """Mean over queries (with a positive) of the interpolated precision at each recall level."""
     curves = []

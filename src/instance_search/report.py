@@ -85,17 +85,17 @@ def build_table(metrics_paths, method: str, similarity: str, published: Mapping[
     return pd.DataFrame(rows, columns=columns)
 
 
-def _markdown(table: pd.DataFrame, method: str, similarity: str) -> str:
+def _markdown(table: pd.DataFrame, title: str, similarity: str, notes: list[str] | None = None) -> str:
     def cell(v) -> str:
         return v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.3f}")
 
     columns = list(table.columns)
-    lines = [f"# {method}, {similarity} similarity", "",
+    lines = [f"# {title}, {similarity} similarity", "",
              "| " + " | ".join(columns) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     suffixes = tuple(f"-{s}" for s in PROTOCOL_SUFFIX.values())
-    notes = [FOOTNOTE] + ([PROTOCOL_NOTE] if table["dataset"].str.endswith(suffixes).any() else [])
+    notes = (notes or [FOOTNOTE]) + ([PROTOCOL_NOTE] if table["dataset"].str.endswith(suffixes).any() else [])
     return "\n".join(lines + [line for note in notes for line in ("", note)] + [""])
 
 
@@ -105,6 +105,66 @@ def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path,
     table = build_table(metrics_paths, method, similarity, published)
     write_text(csv_path, table.to_csv(index=False, float_format="%.6f", lineterminator="\n", na_rep=""))
     write_text(md_path, _markdown(table, method, similarity))
+    return table
+
+
+# ------------------------------------------------------------------------------ second-stage options
+
+# Column order of the options table; a method's option not listed here follows, sorted.
+OPTION_ORDER = ("window", "sv", "regions", "diffusion", "aqe")
+OPTION_METRICS = ("mAP", "NDCG", "N-S")
+OPTIONS_NOTE = (
+    "Each second-stage option of each method, run from the same first stage with the params' other settings "
+    "and without query expansion (but aqe, which is one): window = best sliding window of the box's words "
+    "(bags of words), sv = spatial verification (RANSAC inliers of the shared-word matches), regions = best "
+    "proposal (frcnn), diffusion = the database's k-NN graph (gem), aqe = alpha-weighted query expansion (gem). "
+    "N-S: positives in the top 4 (UKBench's score; defined for every dataset). best: the highest, ties to "
+    "the left."
+)
+
+
+def _option_rows(path, similarity: str) -> list[dict]:
+    m = read_json(path)
+    if m.get("evaluated") is False:
+        return []
+    try:
+        if m["similarity"] != similarity:
+            raise InstanceSearchError(f"{path}: options of the {m['similarity']} similarity, not {similarity}")
+        runs = {"first_stage": m["first_stage"], **m["options"]}
+        if "protocols" in m["first_stage"]:
+            protocols = list(m["first_stage"]["protocols"])
+            known = [p for p in PROTOCOL_SUFFIX if p in protocols] + sorted(set(protocols) - set(PROTOCOL_SUFFIX))
+            cases = [(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", {k: r["protocols"][p] for k, r in runs.items()})
+                     for p in known]
+        else:
+            cases = [(m["dataset"], runs)]
+        return [{"dataset": name, "method": m["method"], **{k: m.get(k) for k in LABELS}, "metric": metric,
+                 **{k: r[metric] for k, r in case.items()}}
+                for name, case in cases for metric in OPTION_METRICS]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InstanceSearchError(f"{path}: malformed options file (missing {exc}); re-run the options step") from None
+
+
+def build_options_table(paths, similarity: str) -> pd.DataFrame:
+    """One row per dataset (per protocol), method and metric; a column per option, in
+    :data:`OPTION_ORDER`, beside the first stage, and the best of them."""
+    rows = [row for p in paths for row in _option_rows(p, similarity)]
+    found = {k for r in rows for k in r} - {"dataset", "method", "metric", "first_stage", *LABELS}
+    options = [o for o in OPTION_ORDER if o in found] + sorted(found - set(OPTION_ORDER))
+    runs = ["first_stage", *options]
+    for r in rows:
+        values = [(r.get(k, np.nan), k) for k in runs]
+        best = max((v for v in values if not pd.isna(v[0])), key=lambda v: v[0], default=(np.nan, ""))
+        r["best"] = best[1]
+    columns = ["dataset", "method", *[k for k in LABELS if any(r.get(k) for r in rows)], "metric", *runs, "best"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_options_table(paths, similarity: str, md_path, csv_path) -> pd.DataFrame:
+    """The options table of one similarity as Markdown (3 decimals) and CSV (6 decimals)."""
+    table = build_options_table(paths, similarity)
+    write_text(csv_path, table.to_csv(index=False, float_format="%.6f", lineterminator="\n", na_rep=""))
+    write_text(md_path, _markdown(table, "second-stage options", similarity, notes=[OPTIONS_NOTE]))
     return table
 
 

@@ -6,17 +6,19 @@ Snakemake or DVC, and nothing here knows a method by name: :mod:`.methods` does 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import groundtruth, methods
+from . import evaluate, groundtruth, methods
 from .engine import retrieve
 from .index import extraction_settings, open_index, write
-from .io import load_npz, save_npz
+from .io import load_npz, save_npz, write_json
 from .ranking_files import read_ranking, save_ranking
 from .retrieval.ranking import Ranking
 
@@ -80,3 +82,39 @@ def rerank(params: dict, similarity: str, gnd, index, rank, out) -> None:
 def expand(params: dict, similarity: str, gnd, index, rerank, out) -> None:
     """Query expansion over the re-ranked top (``expand.mode: none`` passes the ranking through)."""
     _search(params, similarity, gnd, index, "expand", start=("rerank", rerank), out=out)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s values put in, nested dicts merged (a copy: base is left alone)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def options(params: dict, similarity: str, gnd, index, rank, out) -> None:
+    """Every second-stage option of the method (``Method.options``: re-rankings, an expansion), each
+    run from the stored first stage with the params' other settings, evaluated side by side.
+
+    Writes ``{"dataset", "method", "similarity", labels..., "first_stage": summary, "options":
+    {name: summary}}`` (summaries as :func:`evaluate.summary`); a dataset without ground truth gets
+    ``"evaluated": false``.
+    """
+    ix = open_index(index, gnd)
+    m = ix.method
+    head = {"dataset": ix.dataset, "method": m.name, "similarity": similarity, **m.labels(params[m.name])}
+    if not ix.gnd.labelled or not ix.gnd.queries:
+        log.info("%s: no ground truth: no options to compare", ix.dataset)
+        write_json(out, {**head, "evaluated": False})
+        return
+    queries = ix.benchmark_queries()
+    first = read_ranking(rank, ix.gnd)
+    result = {**head, "first_stage": evaluate.summary(ix.gnd, first.ranks, params["evaluate"]), "options": {}}
+    for name, override in m.options(params[m.name]).items():
+        started = time.perf_counter()
+        got = retrieve(ix, queries, {**params, m.name: _merged(params[m.name], override)}, similarity,
+                       start=("first_stage", first))["expand"]
+        result["options"][name] = evaluate.summary(ix.gnd, got.ranks, params["evaluate"])
+        log.info("%s/%s/%s %s: mAP %.4f (first stage %.4f), %.1f s", ix.dataset, m.name, similarity, name,
+                 result["options"][name]["mAP"], result["first_stage"]["mAP"], time.perf_counter() - started)
+    write_json(out, result)

@@ -18,8 +18,6 @@ import sys
 
 from .errors import InstanceSearchError
 
-log = logging.getLogger(__name__)
-
 ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
        "NUMEXPR_NUM_THREADS")
 _applied: dict = {"threads": None}

@@ -1,5 +1,5 @@
-# One table per method x similarity (a row per dataset of run.datasets, in that order), and
-# pictures of queries with their top results.
+# One table per method x similarity (a row per dataset of run.datasets, in that order), one table
+# of second-stage options per similarity, and pictures of queries with their top results.
 
 
 rule tables:
@@ -29,6 +29,39 @@ rule tables:
         "../../envs/instance-search.yaml"
     message:
         "Tabulating {wildcards.method} / {wildcards.similarity}"
+    shell:
+        STEP
+
+
+# One table per similarity: each dataset and method with each of its second-stage options side by side.
+rule options_table:
+    input:
+        script="workflow/scripts/options_table.py",
+        options=expand(
+            rules.options.output.options,
+            dataset=config["run"]["datasets"],
+            method=config["run"]["methods"],
+            allow_missing=True,
+        ),
+    output:
+        md="results/tables/options_{similarity}.md",
+        csv=report(
+            "results/tables/options_{similarity}.csv",
+            caption="../report/options.rst",
+            category="Tables",
+            labels={"table": "second-stage options", "similarity": "{similarity}"},
+        ),
+    params:
+        tracked=tracked_params("run.datasets", "run.methods"),
+        args=step_args,
+    log:
+        "logs/tables/options_{similarity}.log",
+    benchmark:
+        "benchmarks/out/tables/options_{similarity}.tsv"
+    conda:
+        "../../envs/instance-search.yaml"
+    message:
+        "Tabulating the second-stage options ({wildcards.similarity})"
     shell:
         STEP
 

@@ -71,3 +71,30 @@ rule expand:
         "Query expansion on {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
         STEP
+
+
+# Every second-stage option of the method (windows, spatial verification, proposals, diffusion,
+# alpha-QE), each run from the first stage and evaluated: the options tables put them side by side.
+rule options:
+    input:
+        script="workflow/scripts/options.py",
+        gnd=rules.prepare.output.gnd,
+        index=rules.encode.output.index,
+        rank=rules.rank.output.rank,
+    output:
+        options="results/options/{similarity}/{dataset}-{method}.json",
+    params:
+        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand",
+                               "evaluate"),
+        args=step_args,
+    threads: THREADS
+    log:
+        "logs/{dataset}/{method}/{similarity}/options.log",
+    benchmark:
+        "benchmarks/out/{dataset}/{method}/{similarity}/options.tsv"
+    conda:
+        "../../envs/instance-search.yaml"
+    message:
+        "Comparing the second-stage options on {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
+    shell:
+        STEP

@@ -56,6 +56,9 @@ class Method(Protocol):
     published: dict[str, float]  # the reproduced system's published mAP per dataset (the tables show it)
 
     def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
+    # Its second-stage options, compared side by side (the options step): name -> the overrides of its
+    # params section that select it (each with expansion off, but an expansion option)
+    def options(self, p: dict) -> dict[str, dict]: ...
 
     # building an index
     def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "") -> None: ...

@@ -177,7 +177,7 @@ def _bow_arrays(counts: sp.csr_matrix, idf: np.ndarray, n_database: int) -> dict
                 shape=np.array(counts.shape, np.int64), idf=idf, n_database=np.array(n_database, np.int64))
 
 
-def _whole(box: Box | None, width: int, height: int) -> Box:
+def _box_or_whole(box: Box | None, width: int, height: int) -> Box:
     """The query box, or the whole image for a query without one."""
     return (0.0, 0.0, float(width), float(height)) if box is None else box
 
@@ -195,6 +195,10 @@ class BagOfWords:
     def labels(self, p: dict) -> dict[str, str]:
         """What the metrics and tables must say beside the numbers (nothing for bags of words)."""
         return {}
+
+    def options(self, p: dict) -> dict[str, dict]:
+        """Re-ranking by best sliding window or by spatial verification, without expansion."""
+        return {mode: {"rerank": {"mode": mode}, "expand": {"mode": "none"}} for mode in ("window", "sv")}
 
     # building ---------------------------------------------------------------------------------
     def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "") -> None:
@@ -268,7 +272,7 @@ class BagOfWords:
                 fallbacks.append(q.name)
             boxes.append(words[keep])
             images.append(words)
-            points.append((xy[keep], words[keep], _whole(q.box, width, height)))
+            points.append((xy[keep], words[keep], _box_or_whole(q.box, width, height)))
             info.append({"features": len(words), "box_features": len(keep), "box_fallback": fell_back})
         if fallbacks:
             log.warning("%d queries have no feature inside their box; they use %s: %s", len(fallbacks),
@@ -301,7 +305,7 @@ class BagOfWords:
             keep, fell_back = (np.arange(len(words)), False) if box is None else in_box(
                 xy, box, self.features.box_fallback)
             info = {"features": int(len(words)), "box_features": int(len(keep)), "box_fallback": fell_back}
-            points = [(xy[keep], words[keep], _whole(box, width, height))]
+            points = [(xy[keep], words[keep], _box_or_whole(box, width, height))]
             return self._queries([Path(path).name], [words[keep]], [words], points, db, [info])
         return encode
 
@@ -325,8 +329,10 @@ class BagOfWords:
     def _verified(self, db: BowDatabase, queries: Queries, first: Ranking, r: dict,
                   progress: Progress | None = None) -> Ranking:
         """Spatial verification of each query's top candidates (retrieval.verification): score = the
-        inlier count (0 below min_inliers), ties in first-stage order (a stable sort); the region is the
-        query box mapped into the candidate. Candidates run in parallel on compute.threads threads."""
+        first-stage score + weight x the inlier count (counted 0 below min_inliers), ties in first-stage
+        order (a stable sort); the region is the query box mapped into the candidate. The first-stage
+        score stays in: on whole-image queries (UKBench) inliers alone let repeated texture outrank
+        true matches. Candidates run in parallel on compute.threads threads."""
         sv = r["sv"]
         verification.check(sv, f"{self.name}.rerank.sv")
         ranks, scores = check_first_stage(first.ranks, first.scores, r["candidates"], len(queries))
@@ -345,7 +351,7 @@ class BagOfWords:
                         boxes[j, k] = v.box
             if progress is not None:
                 progress(j + 1, len(queries))
-        ranks, scores, boxes = reorder(ranks, scores, inliers, boxes)
+        ranks, scores, boxes = reorder(ranks, scores, scores[:, :t] + sv["weight"] * inliers, boxes)
         return Ranking(ranks.astype(np.int32), scores.astype(np.float32), boxes)
 
     def _windows(self, db: BowDatabase, q, start: Ranking, r: dict, similarity: str, alpha: float,

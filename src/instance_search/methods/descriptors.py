@@ -43,7 +43,7 @@ def prepare(x: np.ndarray, model: dict[str, np.ndarray] | None) -> np.ndarray:
     return x if model is None else linalg.whiten(x, model)
 
 
-def _whole(box: Box | None, width: int, height: int) -> bool:
+def _covers_image(box: Box | None, width: int, height: int) -> bool:
     return box is None or (box[0] <= 0 and box[1] <= 0 and box[2] >= width and box[3] >= height)
 
 
@@ -64,7 +64,7 @@ class GlobalDatabase:
         key = (d["k"], d["gamma"], d["alpha"])
         with self.lock:
             if key not in self.graphs:
-                self.graphs[key] = diffusion.Diffusion(self.vectors.astype(np.float64), d["k"], d["gamma"], d["alpha"])
+                self.graphs[key] = diffusion.Diffusion(self.vectors, d["k"], d["gamma"], d["alpha"])
             return self.graphs[key]
 
 
@@ -78,6 +78,11 @@ class GlobalMethod:
     def labels(self, p: dict) -> dict[str, str]:
         """Where the whitening was learned (the tables say it beside the numbers)."""
         return {"whitening": "same dataset" if p["codebook"]["pca_dim"] else "none"}
+
+    def options(self, p: dict) -> dict[str, dict]:
+        """Diffusion re-ranking, and alpha-QE on the first stage."""
+        return {"diffusion": {"rerank": {"mode": "diffusion"}, "expand": {"mode": "none"}},
+                "aqe": {"rerank": {"mode": "none"}, "expand": {"mode": "aqe"}}}
 
     # building ---------------------------------------------------------------------------------
     @staticmethod
@@ -96,12 +101,12 @@ class GlobalMethod:
                  p["backbone"], ex.layer, p["scales"], p["max_side"], ex.device)
         vectors = self._describe(ex, p, paths, [None] * len(paths))
         cropped = [k for k, q in enumerate(gnd.queries)
-                   if not _whole(q.box, gnd.images[q.image].width, gnd.images[q.image].height)]
-        ls = np.stack([vectors[q.image] for q in gnd.queries]) if gnd.queries else np.zeros((0, ex.dim), np.float32)
+                   if not _covers_image(q.box, gnd.images[q.image].width, gnd.images[q.image].height)]
+        gs = vectors[[q.image for q in gnd.queries]]  # the whole query images (fancy indexing: a copy)
+        ls = gs.copy()
         if cropped:
             ls[cropped] = self._describe(ex, p, [paths[gnd.queries[k].image] for k in cropped],
                                          [gnd.queries[k].box for k in cropped])
-        gs = np.stack([vectors[q.image] for q in gnd.queries]) if gnd.queries else np.zeros((0, ex.dim), np.float32)
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
@@ -161,14 +166,14 @@ class GlobalMethod:
 
         def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
             whole = self._describe(ex, extraction, [path], [None])
-            ls = whole if _whole(box, width, height) else self._describe(ex, extraction, [path], [box])
+            ls = whole if _covers_image(box, width, height) else self._describe(ex, extraction, [path], [box])
             return Queries([Path(path).name], box=prepare(ls, white), image=prepare(whole, white),
-                           info=[{"cropped": not _whole(box, width, height)}])
+                           info=[{"cropped": not _covers_image(box, width, height)}])
         return encode
 
     def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
         q = queries.searched(p["search"]["query"])
-        return Ranking(*rank(sim.scores(np.asarray(q, np.float64), db.vectors.astype(np.float64), similarity, alpha)))
+        return Ranking(*rank(sim.scores(q, db.vectors, similarity, alpha)))
 
     def rerank(self, db: GlobalDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
                progress: Progress | None = None) -> Ranking:
@@ -178,8 +183,7 @@ class GlobalMethod:
             return first.with_no_boxes()
         if r["mode"] != "diffusion":
             raise InstanceSearchError(f"gem.rerank.mode={r['mode']!r}: expected none or diffusion")
-        d = r["diffusion"]
-        diffusion.check({"gem": {"diffusion": d}})
+        d = r["diffusion"]  # each value checked where it is used (retrieval.diffusion)
         q = linalg.l2(np.asarray(queries.searched(p["search"]["query"]), np.float64))
         ranks, scores = db.diffusion(d).rank(q, d["query_k"], d["iterations"], d["tol"])
         if progress is not None:
@@ -194,8 +198,7 @@ class GlobalMethod:
             return ranking
         if e["mode"] != "aqe":
             raise InstanceSearchError(f"gem.expand.mode={e['mode']!r}: expected none or aqe")
-        diffusion.check({"gem": {"expand": {"alpha": e["alpha"], "neighbours": e["neighbours"]}}})
-        q = np.asarray(queries.searched(p["search"]["query"]), np.float64)
-        expanded = diffusion.alpha_qe(q, db.vectors.astype(np.float64), ranking.ranks, e["neighbours"], e["alpha"])
-        got = Ranking(*rank(sim.scores(expanded, db.vectors.astype(np.float64), similarity, alpha)))
+        q = queries.searched(p["search"]["query"])
+        expanded = diffusion.alpha_qe(q, db.vectors, ranking.ranks, e["neighbours"], e["alpha"])
+        got = Ranking(*rank(sim.scores(expanded, db.vectors, similarity, alpha)))
         return Ranking(got.ranks, got.scores, np.zeros((len(q), 0, 4), np.float32))

@@ -84,6 +84,10 @@ class RegionMethod:
         """What the metrics and tables must say beside the numbers: the proposal source (grid or rpn)."""
         return {"proposals": p["extract"]["source"]}
 
+    def options(self, p: dict) -> dict[str, dict]:
+        """Its one re-ranking, by best proposal, without expansion."""
+        return {"regions": {"expand": {"mode": "none"}}}
+
     # building ---------------------------------------------------------------------------------
     def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "") -> None:
         from tqdm import tqdm

@@ -45,12 +45,12 @@ _BLOCK_ENTRIES = 1 << 22
 
 EXPAND_ALPHA = "gem.expand.alpha"
 EXPAND_NEIGHBOURS = "gem.expand.neighbours"
-K = "gem.diffusion.k"
-ALPHA = "gem.diffusion.alpha"
-GAMMA = "gem.diffusion.gamma"
-QUERY_K = "gem.diffusion.query_k"
-ITERATIONS = "gem.diffusion.iterations"
-TOL = "gem.diffusion.tol"
+K = "gem.rerank.diffusion.k"
+ALPHA = "gem.rerank.diffusion.alpha"
+GAMMA = "gem.rerank.diffusion.gamma"
+QUERY_K = "gem.rerank.diffusion.query_k"
+ITERATIONS = "gem.rerank.diffusion.iterations"
+TOL = "gem.rerank.diffusion.tol"
 
 
 def _count(key: str, value) -> None:
@@ -97,7 +97,7 @@ def _lookup(params: Mapping, key: str):
 
 
 def check(params: Mapping) -> None:
-    """Validate the gem.expand.* and gem.diffusion.* values present in ``params`` (nested as in
+    """Validate the gem.expand.* and gem.rerank.diffusion.* values present in ``params`` (nested as in
     params.yaml, or flat dotted keys); an absent key is left to the schema."""
     for key, test in _CHECKS.items():
         value = _lookup(params, key)

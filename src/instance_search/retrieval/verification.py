@@ -84,7 +84,8 @@ def _check_seed(seed) -> None:
 def check(params_section: dict, key: str) -> None:
     """Validate a ``<method>.rerank.sv`` section; ``key`` is that prefix, named by the errors.
 
-    Keys other than :data:`KEYS` are left to the caller (the section may carry its own switches).
+    ``weight`` (how the caller combines the inlier count with its first-stage score) is checked here
+    too; other keys are left to the caller (the section may carry its own switches).
     """
     if not isinstance(params_section, dict):
         raise InstanceSearchError(f"{key}: must be a mapping with keys {', '.join(KEYS)}")
@@ -92,6 +93,9 @@ def check(params_section: dict, key: str) -> None:
         if name not in params_section:
             raise InstanceSearchError(f"{key}.{name}: missing (the section needs {', '.join(KEYS)})")
     _check_values(key, *(params_section[name] for name in KEYS))
+    weight = params_section.get("weight", 1)
+    if not _is_real(weight) or weight < 0:
+        raise InstanceSearchError(f"{key}.weight={weight!r}: must be a number >= 0")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,8 +259,14 @@ def verify(q_xy, q_words, c_xy, c_words, query_box, *, cap: int, model: str, thr
     """Verify one candidate against the query: tentative matches, fit, inliers, mapped query box
     (``query_box`` x1, y1, x2, y2 pixels in the query; None: no box wanted)."""
     _check_values(_KEY, model, threshold, cap, max_iters, confidence, min_inliers)
-    q, c = _points(q_xy, "query"), _points(c_xy, "candidate")
-    qw, cw = _words(q_words), _words(c_words)
+    return _verify(_points(q_xy, "query"), _words(q_words), c_xy, c_words, query_box, cap, model, threshold, seed,
+                   max_iters, confidence, min_inliers)
+
+
+def _verify(q, qw, c_xy, c_words, query_box, cap, model, threshold, seed, max_iters, confidence,
+            min_inliers) -> Verified:
+    """``verify`` with settings already checked and the query's points and words already read."""
+    c, cw = _points(c_xy, "candidate"), _words(c_words)
     if len(q) != len(qw) or len(c) != len(cw):
         raise InstanceSearchError(f"features and words differ in number (query {len(q)} vs {len(qw)}, "
                                   f"candidate {len(c)} vs {len(cw)})")
@@ -284,8 +294,8 @@ def verify_many(q_xy, q_words, query_box, candidates, *, workers: int, cap: int,
 
     def one(candidate) -> Verified:
         c_xy, c_words = candidate
-        return verify(q, qw, c_xy, c_words, query_box, cap=cap, model=model, threshold=threshold, seed=seed,
-                      max_iters=max_iters, confidence=confidence, min_inliers=min_inliers)
+        return _verify(q, qw, c_xy, c_words, query_box, cap, model, threshold, seed, max_iters, confidence,
+                       min_inliers)
 
     candidates = list(candidates)
     if workers == 1 or len(candidates) < 2:
