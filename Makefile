@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test browser bench bench-codebook clean dvc-yaml dvc-lock
+.PHONY: install demo test browser slurm bench bench-codebook clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,18 @@ demo: install
 	snakemake --cores $(CORES) --resources gpu=1
 	@echo "tables: results/tables/  figures: results/figures/"
 
-test: install browser
+test: install browser slurm
 	python -m pytest --durations=15
+
+# The cluster test brings up a one-node Slurm (tests/slurm_cluster.py) from Debian's packages: installed
+# here when missing (root with apt-get only); where they cannot be, that test skips and says why.
+slurm:
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ] && command -v sbatch >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing slurm-wlm and munge for the cluster test (apt-get, once)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+	    || echo "Slurm could not be installed: the cluster test will skip"; \
+	else echo "Slurm is missing and cannot be installed here (needs root and apt-get): the cluster test will skip"; fi
 
 # The web page's browser test drives Debian's Chromium: installed here when missing (root with apt-get
 # only); where it cannot be, that one test skips and says why.

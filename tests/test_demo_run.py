@@ -1,14 +1,17 @@
 """The demo (`make demo`: params.yaml as committed), run once from scratch by Snakemake in a temporary git
-copy of the repository, then checked four ways:
+copy of the repository, then checked six ways:
 
-- its numbers equal the golden file tests/golden/demo_metrics.json;
+- its numbers equal the golden file tests/golden/demo_metrics.json, and the options tables agree with them;
 - `dvc status` finds the committed dvc.lock reproduced: this run, on this machine, wrote the very bytes
   that `dvc repro` recorded when dvc.lock was made (make dvc-lock), every method and step (DVC says
   "not in cache" of such an output: same hash, not yet cached);
-- `dvc repro --force` of blcf's steps (the ones that once differed between the tools: threads) rewrites
-  them byte for byte;
+- `dvc repro --force` of blcf's extraction and codebook (the steps that once differed between the tools:
+  threads) rewrites them byte for byte;
 - the artifacts pushed to a local-folder DVC remote and pulled into a fresh clone leave `dvc status`
-  clean and `dvc repro` with nothing to run.
+  clean and `dvc repro` with nothing to run;
+- (marked `cluster`) sift's and gem's steps forced through the Slurm profile on a one-node Slurm
+  (tests/slurm_cluster.py; where none can be brought up, the test skips and says why) rewrite the
+  same bytes.
 
 Slow (about 10 minutes on 2 cores): marked `workflow`. Run them alone with
     python -m pytest -m workflow tests/test_demo_run.py
@@ -22,7 +25,9 @@ import re
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 import workflow_tools
+import yaml
 from workflow_tools import copy_dvc_state, copy_repo, git, output_of, tail
 
 pytestmark = pytest.mark.workflow
@@ -81,6 +86,24 @@ def differences(root: Path) -> dict:
     return out
 
 
+# The cluster profile, as a one-node Slurm without accounting needs it (job states from squeue), with
+# quick status checks and the job logs kept. The steps after a method's extraction are one job (each
+# job starts Snakemake, and each step in it starts it again: steps of seconds spend more time starting
+# than computing), on one CPU (--cores caps a group's request) so that it runs beside an extraction.
+AFTER_EXTRACT = ("codebook", "encode", "rank", "rerank", "expand", "evaluate", "options", "figures", "tables")
+SLURM_FLAGS = ("--workflow-profile", "profiles/slurm", "--slurm-status-command", "squeue", "--cores", "1",
+               "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+               "--slurm-keep-successful-logs", "--groups", *(f"{rule}=chain" for rule in AFTER_EXTRACT))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A one-node Slurm on this machine (tests/slurm_cluster.py): None when up, else why not."""
+    reason = slurm_cluster.start()
+    yield reason
+    slurm_cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """A git repository holding what a clone of this one holds (dvc.lock and the DVC config included),
@@ -116,6 +139,27 @@ def test_demo_numbers_are_the_golden_ones(demo):
     assert round(float(row["mAP_reranked"]), 4) == got["blcf_cosine"]["rerank"]["mAP"]
 
 
+# The option each method's default params select, and the pipeline stage that ends with it.
+SELECTED = {"sift": ("sv", "rerank"), "blcf": ("window", "rerank"), "frcnn": ("regions", "rerank"),
+            "gem": ("aqe", "expand")}
+
+
+def test_options_tables_agree_with_the_pipeline(demo):
+    """The options step re-runs each second-stage option from the stored first stage; the option the
+    params select gives exactly the pipeline's own stage, and the tables hold a row per method and metric."""
+    params = yaml.safe_load((demo / "params.yaml").read_text(encoding="utf-8"))
+    assert params["sift"]["rerank"]["mode"] == "sv" and params["blcf"]["rerank"]["mode"] == "window"
+    assert params["sift"]["expand"]["mode"] == "none" and params["gem"]["rerank"]["mode"] == "none"
+    for similarity in params["run"]["similarities"]:
+        for method, (option, stage) in SELECTED.items():
+            options = json.loads((demo / f"results/options/{similarity}/synthetic-{method}.json").read_text())
+            metrics = json.loads((demo / f"results/metrics/{method}_{similarity}/synthetic.json").read_text())
+            assert options["first_stage"] == metrics["first_stage"], (method, similarity)
+            assert options["options"][option] == metrics[stage], (method, similarity, option)
+        table = (demo / f"results/tables/options_{similarity}.csv").read_text(encoding="utf-8").splitlines()
+        assert len(table) == 1 + 3 * len(SELECTED) and table[0].endswith(",best")
+
+
 def test_snakemake_reproduces_the_committed_dvc_lock(demo):
     """Snakemake's outputs are the bytes dvc.lock records (written by `dvc repro`, make dvc-lock): every
     output is "not in cache" (same hash, not cached yet), none "modified", no dependency changed."""
@@ -126,13 +170,15 @@ def test_snakemake_reproduces_the_committed_dvc_lock(demo):
 
 
 def test_dvc_repro_writes_the_bytes_snakemake_wrote(demo):
-    """blcf's steps forced through `dvc repro` rewrite every file Snakemake wrote, byte for byte."""
+    """blcf's extraction and codebook, the steps that once wrote other bytes under each tool (threads:
+    oneDNN's convolutions, OpenBLAS's whitening product), forced through `dvc repro` now: every file is
+    the one Snakemake wrote. (Every other output the test above compares with the bytes `dvc repro`
+    recorded in dvc.lock.)"""
     before = outputs(demo)
-    assert any("/blcf/features/" in p for p in before) and "results/tables/blcf_cosine.csv" in before
-    out = dvc("repro", "--force", "--downstream", "extract@synthetic-blcf", cwd=demo)
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert {"extract@synthetic-blcf", "codebook@synthetic-blcf", "expand@synthetic-blcf-weighted_cosine",
-            "tables@blcf-cosine"} <= ran, out[-3000:]
+    assert any("/blcf/features/" in p for p in before) and "results/synthetic/blcf/model.npz" in before
+    out = dvc("repro", "--force", "--single-item", "extract@synthetic-blcf", "codebook@synthetic-blcf", cwd=demo)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"extract@synthetic-blcf", "codebook@synthetic-blcf"}, \
+        out[-3000:]
     after = outputs(demo)
     assert set(after) == set(before)
     differ = sorted(p for p in before if before[p] != after[p])
@@ -159,3 +205,40 @@ def test_artifacts_pushed_and_pulled_rerun_nothing(demo, tmp_path):
     pushed, pulled = outputs(demo), outputs(clone)
     assert {p: pushed[p] for p in pulled} == pulled
     assert "results/tables/blcf_cosine.md" in pulled and "results/synthetic/blcf/index/manifest.json" in pulled
+
+
+# sift (CPU) and gem (a CNN: gpu=1) from extraction to their cosine tables: the whole demo ran through
+# the profile in 15 minutes here against 6.5 locally (every step is a Snakemake start in its job),
+# byte-identical to dvc.lock; this part keeps CI's time.
+SLURM_TARGETS = ("results/tables/sift_cosine.md", "results/tables/gem_cosine.md")
+
+
+@pytest.mark.cluster
+def test_slurm_jobs_write_the_bytes_of_the_local_run(demo, cluster):
+    """sift's and gem's extraction and every step to their cosine tables, forced through the Slurm
+    profile on the one-node cluster (tests/slurm_cluster.py): one job per extraction (gem's asking
+    for the node's GPU, --gpus=1) and one per method for the steps after it, all completed, and
+    every file they rewrote is the one the local run wrote (whose bytes dvc.lock holds: above)."""
+    if cluster is not None:
+        pytest.skip(f"no Slurm node here: {cluster}")
+    before = outputs(demo)
+    forced = ("results/synthetic/gem/model.npz", "results/tables/sift_cosine.csv")
+    stamps = {p: (demo / p).stat().st_mtime_ns for p in forced}
+    # the targets first: --forcerun and --groups take several values and would swallow them
+    proc = workflow_tools.snakemake(*SLURM_TARGETS, *SLURM_FLAGS, "--forcerun", "extract", cwd=demo,
+                                    timeout=DEMO_TIMEOUT)
+    assert proc.returncode == 0, tail(proc)
+    logs = sorted((demo / ".snakemake/slurm_logs").rglob("*.log"))
+    kinds = [log.relative_to(demo / ".snakemake/slurm_logs").parts[0] for log in logs]
+    assert kinds.count("rule_extract") == 2 and sum(k.startswith("group_chain") for k in kinds) == 2, kinds
+    assert len(logs) == 4, kinds
+    jobs = {job: (state, tres) for job, state, tres in slurm_cluster.jobs()}
+    assert all(jobs[int(log.stem)][0] == "COMPLETED" for log in logs), jobs
+    gpu = {log.parent.name for log in logs if "gpu" in jobs[int(log.stem)][1]}
+    assert gpu == {"gem_synthetic"}, gpu  # the extraction's wildcards name its folder
+    after = outputs(demo)
+    assert set(after) == set(before)
+    assert all((demo / p).stat().st_mtime_ns > stamps[p] for p in forced), "the forced steps did not run"
+    differ = sorted(p for p in before if before[p] != after[p])
+    assert not differ, f"the Slurm jobs wrote other bytes than the local run: {differ}"
+    assert differences(demo) == {}
