@@ -84,16 +84,18 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
+def _evaluate(gnd: GroundTruth, ranks: np.ndarray, settings: dict, protocol: str | None = None) -> pd.DataFrame:
+    """:func:`evaluate_rankings` with the params' ``evaluate`` settings."""
+    return evaluate_rankings(gnd, ranks, seed_top=int(settings["seed_top"]),
+                             seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol)
+
+
 def summary(gnd: GroundTruth, ranks: np.ndarray, settings: dict) -> dict:
     """The mean metrics of one ranking (params ``evaluate`` settings), and each protocol's where the
     dataset has them (under ``protocols``)."""
-    def one(protocol):
-        return summarise(evaluate_rankings(gnd, ranks, seed_top=int(settings["seed_top"]),
-                                           seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol))
-
-    out = one(None)
+    out = summarise(_evaluate(gnd, ranks, settings))
     if gnd.protocols:
-        out["protocols"] = {p: one(p) for p in gnd.protocols}
+        out["protocols"] = {p: summarise(_evaluate(gnd, ranks, settings, p)) for p in gnd.protocols}
     return out
 
 
@@ -141,9 +143,7 @@ def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metric
     ranks = {stage: load_ranking(path, gnd)["ranks"] for stage, path in rankings.items()}
 
     def tables(protocol: str | None) -> dict[str, pd.DataFrame]:
-        return {stage: evaluate_rankings(gnd, r, seed_top=int(settings["seed_top"]),
-                                         seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol)
-                for stage, r in ranks.items()}
+        return {stage: _evaluate(gnd, r, settings, protocol) for stage, r in ranks.items()}
 
     own = tables(None)
     summary = {"dataset": dataset, "method": method, "similarity": similarity, **(labels or {}),

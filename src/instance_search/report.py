@@ -47,6 +47,16 @@ PROTOCOL_NOTE = (
 PROTOCOL_SUFFIX = {"easy": "E", "medium": "M", "hard": "H"}
 
 
+def _protocol_order(protocols) -> list[str]:
+    """E, M, H first (the JSON's keys are sorted alphabetically), any other protocol after them."""
+    known = [p for p in PROTOCOL_SUFFIX if p in protocols]
+    return known + sorted(set(protocols) - set(known))
+
+
+def _protocol_row(dataset: str, protocol: str) -> str:
+    return f"{dataset}-{PROTOCOL_SUFFIX.get(protocol, protocol)}"
+
+
 # What a method's labels (Method.labels, in its metrics files) may hold: a column each where present.
 LABELS = ("proposals", "whitening")
 
@@ -68,9 +78,8 @@ def _table_rows(path: str | os.PathLike, method: str, similarity: str, published
             raise InstanceSearchError(
                 f"{path}: metrics of {m['method']}/{m['similarity']}, not {method}/{similarity}; pass the right files")
         if "protocols" in m:  # the seed never evaluated these: no published number beside them
-            known = [p for p in PROTOCOL_SUFFIX if p in m["protocols"]]  # E, M, H: the JSON's keys are sorted
-            order = known + sorted(set(m["protocols"]) - set(known))
-            return [_row(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", m["protocols"][p], np.nan, m) for p in order]
+            return [_row(_protocol_row(m["dataset"], p), m["protocols"][p], np.nan, m)
+                    for p in _protocol_order(m["protocols"])]
         return [_row(m["dataset"], m, published.get(m["dataset"], np.nan), m)]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InstanceSearchError(f"{path}: malformed metrics file (missing {exc}); re-run the evaluate step") from None
@@ -132,10 +141,8 @@ def _option_rows(path, similarity: str) -> list[dict]:
             raise InstanceSearchError(f"{path}: options of the {m['similarity']} similarity, not {similarity}")
         runs = {"first_stage": m["first_stage"], **m["options"]}
         if "protocols" in m["first_stage"]:
-            protocols = list(m["first_stage"]["protocols"])
-            known = [p for p in PROTOCOL_SUFFIX if p in protocols] + sorted(set(protocols) - set(PROTOCOL_SUFFIX))
-            cases = [(f"{m['dataset']}-{PROTOCOL_SUFFIX.get(p, p)}", {k: r["protocols"][p] for k, r in runs.items()})
-                     for p in known]
+            cases = [(_protocol_row(m["dataset"], p), {k: r["protocols"][p] for k, r in runs.items()})
+                     for p in _protocol_order(m["first_stage"]["protocols"])]
         else:
             cases = [(m["dataset"], runs)]
         return [{"dataset": name, "method": m["method"], **{k: m.get(k) for k in LABELS}, "metric": metric,
