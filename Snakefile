@@ -35,6 +35,7 @@ wildcard_constraints:
 
 localrules:
     all,
+    weights,  # downloads: on a cluster, from the submitting host
 
 
 rule all:
@@ -60,6 +61,7 @@ rule all:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/codebook.smk"
 include: "workflow/rules/encode.smk"

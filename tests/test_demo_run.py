@@ -1,5 +1,5 @@
 """The demo (`make demo`: params.yaml as committed), run once from scratch by Snakemake in a temporary git
-copy of the repository, then checked six ways:
+copy of the repository, then checked seven ways:
 
 - its numbers equal the golden file tests/golden/demo_metrics.json, and the options tables agree with them;
 - `dvc status` finds the committed dvc.lock reproduced: this run, on this machine, wrote the very bytes
@@ -9,9 +9,10 @@ copy of the repository, then checked six ways:
   threads) rewrites them byte for byte;
 - the artifacts pushed to a local-folder DVC remote and pulled into a fresh clone leave `dvc status`
   clean and `dvc repro` with nothing to run;
-- (marked `cluster`) sift's and gem's steps forced through the Slurm profile on a one-node Slurm
-  (tests/slurm_cluster.py; where none can be brought up, the test skips and says why) rewrite the
-  same bytes.
+- the search steps with rankings kept to their top give every metric byte of the whole rankings;
+- (marked `cluster`) gem's steps, its extraction in 4 part jobs, forced through the Slurm profile on a
+  one-node Slurm (tests/slurm_cluster.py; where none can be brought up, the test skips and says why)
+  rewrite the same bytes.
 
 Slow (about 10 minutes on 2 cores): marked `workflow`. Run them alone with
     python -m pytest -m workflow tests/test_demo_run.py
@@ -22,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import slurm_cluster
 import workflow_tools
@@ -160,6 +163,40 @@ def test_options_tables_agree_with_the_pipeline(demo):
         assert len(table) == 1 + 3 * len(SELECTED) and table[0].endswith(",best")
 
 
+def test_rankings_kept_to_their_top_evaluate_as_the_whole_ones(demo, tmp_path):
+    """The search steps again with rankings.keep: 5 (the rank files keep the top max(5, rerank.candidates)
+    of the demo's 196 database images and locate the labelled ones): every metric, per-query row and
+    precision-recall point of every method is the byte the pipeline's rankings (the whole database
+    here, as rankings.keep exceeds it) gave."""
+    params = yaml.safe_load((demo / "params.yaml").read_text(encoding="utf-8"))
+    params["rankings"]["keep"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    kept = 0
+    for method in params["run"]["methods"]:
+        here, there = tmp_path / method, demo / "results/synthetic" / method / "cosine"
+        common = ["--params", str(tmp_path / "params.yaml"), "--dataset", "synthetic", "--method", method,
+                  "--similarity", "cosine", "--gnd", "results/synthetic/gnd.json"]
+        index = ["--index", f"results/synthetic/{method}/index"]
+        steps = [("rank", [*index, "--rank", here / "rank.npz"]),
+                 ("rerank", [*index, "--rank", here / "rank.npz", "--rerank", here / "rerank.npz"]),
+                 ("expand", [*index, "--rerank", here / "rerank.npz", "--expand", here / "expand.npz"]),
+                 ("evaluate", ["--rank", here / "rank.npz", "--rerank", here / "rerank.npz", "--expand",
+                               here / "expand.npz", "--metrics", here / "m.json", "--per-query", here / "q.csv",
+                               "--pr", here / "pr.csv"])]
+        for step, args in steps:
+            proc = workflow_tools.run([sys.executable, f"workflow/scripts/{step}.py", *common, *map(str, args)],
+                                      cwd=demo, timeout=DEMO_TIMEOUT)
+            assert proc.returncode == 0, (method, step, tail(proc))
+        with np.load(here / "rank.npz") as r, np.load(there / "rank.npz") as whole:
+            assert r["ranks"].shape[1] < whole["ranks"].shape[1] and "located" in r, method
+            kept += r["ranks"].shape[1]
+        name = f"{method}_cosine/synthetic"
+        assert (here / "m.json").read_bytes() == (demo / f"results/metrics/{name}.json").read_bytes(), method
+        assert (here / "q.csv").read_bytes() == (demo / f"results/per_query/{name}.csv").read_bytes(), method
+        assert (here / "pr.csv").read_bytes() == (demo / f"results/pr/{name}.csv").read_bytes(), method
+    assert kept == 3 * 100 + 5, kept  # sift, blcf, frcnn keep their 100 candidates, gem rankings.keep
+
+
 def test_snakemake_reproduces_the_committed_dvc_lock(demo):
     """Snakemake's outputs are the bytes dvc.lock records (written by `dvc repro`, make dvc-lock): every
     output is "not in cache" (same hash, not cached yet), none "modified", no dependency changed."""
@@ -207,38 +244,47 @@ def test_artifacts_pushed_and_pulled_rerun_nothing(demo, tmp_path):
     assert "results/tables/blcf_cosine.md" in pulled and "results/synthetic/blcf/index/manifest.json" in pulled
 
 
-# sift (CPU) and gem (a CNN: gpu=1) from extraction to their cosine tables: the whole demo ran through
-# the profile in 15 minutes here against 6.5 locally (every step is a Snakemake start in its job),
-# byte-identical to dvc.lock; this part keeps CI's time.
-SLURM_TARGETS = ("results/tables/sift_cosine.md", "results/tables/gem_cosine.md")
+# gem (a CNN: gpu=1) from extraction to its cosine table: the whole demo ran through the profile in 15
+# minutes here against 6.5 locally (every step is a Snakemake start in its job), byte-identical to
+# dvc.lock; this part keeps CI's time (with sift's steps beside it, the test took 220 s in CI's rehearsal).
+SLURM_TARGETS = ("results/tables/gem_cosine.md",)
+PARTS = 4
 
 
 @pytest.mark.cluster
-def test_slurm_jobs_write_the_bytes_of_the_local_run(demo, cluster):
-    """sift's and gem's extraction and every step to their cosine tables, forced through the Slurm
-    profile on the one-node cluster (tests/slurm_cluster.py): one job per extraction (gem's asking
-    for the node's GPU, --gpus=1) and one per method for the steps after it, all completed, and
-    every file they rewrote is the one the local run wrote (whose bytes dvc.lock holds: above)."""
+def test_slurm_part_jobs_write_the_bytes_of_the_local_run(demo, cluster):
+    """gem's extraction split into 4 part jobs (compute.parts), each asking for the node's GPU
+    (--gpus=1), then the gathering and every step to its cosine table in one job, forced through the
+    Slurm profile on the one-node cluster (tests/slurm_cluster.py): all completed, and every file they
+    rewrote is the one the local run wrote in one extraction job (whose bytes dvc.lock holds: above)."""
     if cluster is not None:
         pytest.skip(f"no Slurm node here: {cluster}")
     before = outputs(demo)
-    forced = ("results/synthetic/gem/model.npz", "results/tables/sift_cosine.csv")
+    forced = ("results/synthetic/gem/model.npz", "results/tables/gem_cosine.csv")
     stamps = {p: (demo / p).stat().st_mtime_ns for p in forced}
-    # the targets first: --forcerun and --groups take several values and would swallow them
-    proc = workflow_tools.snakemake(*SLURM_TARGETS, *SLURM_FLAGS, "--forcerun", "extract", cwd=demo,
-                                    timeout=DEMO_TIMEOUT)
-    assert proc.returncode == 0, tail(proc)
+    committed = (demo / "params.yaml").read_text(encoding="utf-8")
+    params = yaml.safe_load(committed)
+    params["compute"]["parts"] = {"synthetic": PARTS}
+    (demo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    try:
+        # the targets first: --forcerun and --groups take several values and would swallow them
+        proc = workflow_tools.snakemake(*SLURM_TARGETS, *SLURM_FLAGS, "extract=chain", "--forcerun", "extract",
+                                        cwd=demo, timeout=DEMO_TIMEOUT)
+        assert proc.returncode == 0, tail(proc)
+        assert differences(demo) == {}  # compute.parts is no stage's parameter: it changes no byte
+    finally:
+        (demo / "params.yaml").write_text(committed, encoding="utf-8")
     logs = sorted((demo / ".snakemake/slurm_logs").rglob("*.log"))
     kinds = [log.relative_to(demo / ".snakemake/slurm_logs").parts[0] for log in logs]
-    assert kinds.count("rule_extract") == 2 and sum(k.startswith("group_chain") for k in kinds) == 2, kinds
-    assert len(logs) == 4, kinds
+    assert kinds.count("rule_extract_part") == PARTS and sum(k.startswith("group_chain") for k in kinds) == 1, kinds
+    assert len(logs) == PARTS + 1, kinds
     jobs = {job: (state, tres) for job, state, tres in slurm_cluster.jobs()}
     assert all(jobs[int(log.stem)][0] == "COMPLETED" for log in logs), jobs
-    gpu = {log.parent.name for log in logs if "gpu" in jobs[int(log.stem)][1]}
-    assert gpu == {"gem_synthetic"}, gpu  # the extraction's wildcards name its folder
+    gpu = sorted(kind for log, kind in zip(logs, kinds) if "gpu" in jobs[int(log.stem)][1])
+    assert gpu == ["rule_extract_part"] * PARTS, gpu
     after = outputs(demo)
-    assert set(after) == set(before)
+    parted = sorted(set(after) - set(before))
+    assert set(before) <= set(after) and parted and all("/gem/features.parts/" in p for p in parted), parted
     assert all((demo / p).stat().st_mtime_ns > stamps[p] for p in forced), "the forced steps did not run"
     differ = sorted(p for p in before if before[p] != after[p])
     assert not differ, f"the Slurm jobs wrote other bytes than the local run: {differ}"
-    assert differences(demo) == {}

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "instance_search"
 # The layer of each part of the package, lowest first; a module may import only from its own layer or below.
 LAYERS = [
     {"errors", "io", "config", "groundtruth", "metrics", "download", "threads", "retrieval"},
-    {"features", "datasets"},
+    {"features", "datasets", "weights"},  # weights: the pretrained files of features, fetched like datasets
     {"methods"},
     {"index", "engine", "ranking_files", "evaluate", "report", "steps", "photos", "runner"},
     {"query"},

@@ -95,8 +95,8 @@ def stages(copy) -> list[dict]:
 
 def expected_counts(params: dict) -> dict[str, int]:
     d, m, s = (len(params["run"][k]) for k in ("datasets", "methods", "similarities"))
-    counts = {"fetch": d, "prepare": d, "extract": d * m, "codebook": d * m, "encode": d * m, "rank": d * m * s,
-              "rerank": d * m * s, "expand": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "tables": m * s,
+    counts = {"fetch": d, "weights": m, "prepare": d, "extract": d * m, "codebook": d * m, "encode": d * m,
+              "rank": d * m * s, "rerank": d * m * s, "expand": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "tables": m * s,
               "options": d * m * s, "options_table": s}
     return counts
 
@@ -211,8 +211,8 @@ def test_rule_conventions():
     """Named outputs, a log under logs/ that the script writes, a benchmark, the conda env, a message, and
     the one command shape (STEP: every path an argument named after the rule's input or output)."""
     blocks = rule_blocks()
-    assert {"fetch", "prepare", "extract", "codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables",
-            "figures"} <= set(blocks)
+    assert {"fetch", "weights", "prepare", "extract", "codebook", "encode", "rank", "rerank", "expand", "evaluate",
+            "tables", "figures"} <= set(blocks)
     for name, body in blocks.items():
         if name == "all":
             continue
@@ -240,6 +240,32 @@ def test_extract_declares_a_gpu_only_for_cnn_methods(tmp_path, params):
         assert f"Extracting sift features of {d} (gpu=0)" in out
         for m in set(params["run"]["methods"]) - {"sift"}:
             assert f"Extracting {m} features of {d} (gpu=1)" in out, m
+
+
+def test_parts_split_extraction_into_jobs_that_keep_their_gpu(tmp_path, params):
+    """compute.parts: {synthetic: 4}: four extract_part jobs per method (the CNN ones asking for a GPU),
+    then extract gathers them on one thread without a GPU; bags of words encode in four encode_part
+    jobs too; dvc.yaml does not change (DVC runs each step whole)."""
+    root = copy_workflow(tmp_path / "repo")
+    changed = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    changed["compute"]["parts"] = {"synthetic": 4}
+    (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False), encoding="utf-8")
+    proc = snakemake("-n", "--cores", "8", "--resources", "gpu=1", cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for m in params["run"]["methods"]:
+        gpu = int(m != "sift")
+        for i in range(4):
+            assert f"Extracting {m} features of synthetic, part {i} of 4 (gpu={gpu})" in out, (m, i)
+        assert f"Extracting {m} features of synthetic (gpu=0)" in out, m
+    methods, words = params["run"]["methods"], [m for m in params["run"]["methods"] if m in ("sift", "blcf")]
+    for m in words:  # bags of words encode in parts too (the nearest words); the others in one job
+        assert f"Encoding synthetic with the {m} model, part 3 of 4 (gpu=0)" in out, m
+    counts = dict(re.findall(r"^((?:extract|encode)\w*)\s+(\d+)$", out, flags=re.M))  # the job count table
+    assert counts == {"extract_part": str(4 * len(methods)), "extract": str(len(methods)),
+                      "encode_part": str(4 * len(words)), "encode": str(len(methods))}, counts
+    proc = run([sys.executable, "workflow/dvc_yaml.py", "--check"], cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_codebook_experiment_reruns_codebook_and_after_only(stages):
@@ -358,16 +384,22 @@ def test_dvc_status_and_dag_on_a_fresh_clone(tmp_path, params):
 
 
 COMPUTE_STEPS = {"extract", "codebook", "encode", "rank", "rerank", "expand", "options"}
+PART_JOBS = {"extract_part", "encode_part"}  # Snakemake's jobs of a step DVC runs whole
+GATHERING = {"extract", "encode"}  # with parts they only gather: one thread
 
 
 def test_compute_steps_declare_and_track_their_threads(stages):
-    """The compute rules reserve compute.threads in Snakemake (the others one thread), and their stages
-    list it, as it changes their results (params.yaml says where)."""
+    """The compute rules reserve compute.threads in Snakemake (the others one thread; a gathering of
+    parts one), and their stages list it, as it changes their results (params.yaml says where)."""
     blocks = rule_blocks()
     for name, body in blocks.items():
         declared = re.findall(r"^    threads: (.+)$", body, flags=re.M)
-        assert declared == (["THREADS"] if name in COMPUTE_STEPS else []), name
-    assert COMPUTE_STEPS <= set(blocks)
+        if name in GATHERING:
+            assert declared == ["lambda wildcards: THREADS if extract_parts(wildcards) == 1 else 1"] if name == "extract" \
+                else declared == ["lambda wildcards: 1 if encode_parts(wildcards) else THREADS"], (name, declared)
+        else:
+            assert declared == (["THREADS"] if name in COMPUTE_STEPS | PART_JOBS else []), name
+    assert COMPUTE_STEPS | PART_JOBS <= set(blocks)
     for s in stages:
         assert ("compute.threads" in s["params"]) == (s["name"].split("@")[0] in COMPUTE_STEPS), s["name"]
 

@@ -104,7 +104,9 @@ def stage(rule: dict) -> dict:
 
 
 def render(rules: dict) -> str:
-    stages = {name: stage(rule) for name, rule in rules.items()}
+    # a rule with another wildcard (extract_part's part) is a Snakemake job of a step DVC runs whole
+    stages = {name: stage(rule) for name, rule in rules.items()
+              if set(re.findall(r"\{(\w+)\}", " ".join(rule["output"].values()))) <= set(MATRIX)}
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=10_000, default_flow_style=False)
     return HEADER + body + PLOTS
 

@@ -42,8 +42,11 @@ def retrieve(index: Index, queries: Queries, params: dict, similarity: str, *, u
     last = STAGES.index(until)
     if done < 0 <= last:
         out["first_stage"] = method.search(index.db, queries, p, similarity, alpha)
+    n = index.n_database  # a stored ranking kept to its top: each stage carries the located positions on
     if done < 1 <= last:
-        out["rerank"] = method.rerank(index.db, queries, out["first_stage"], p, similarity, alpha, progress)
+        first = out["first_stage"]
+        out["rerank"] = method.rerank(index.db, queries, first, p, similarity, alpha, progress).after(first, n)
     if done < 2 <= last:
-        out["expand"] = method.expand(index.db, queries, out["rerank"], p, similarity, alpha)
+        got = out["rerank"]
+        out["expand"] = method.expand(index.db, queries, got, p, similarity, alpha).after(got, n)
     return out

@@ -35,7 +35,8 @@ import pandas as pd
 from . import groundtruth, metrics
 from .groundtruth import GRADES, GroundTruth
 from .io import atomic_path, write_json
-from .ranking_files import load_ranking
+from .ranking_files import read_ranking
+from .retrieval.ranking import Ranking, Rows
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,20 @@ def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_
     }
 
 
-def evaluate_rankings(gnd: GroundTruth, ranks: np.ndarray, *, seed_top: int, seed_max_hits: int,
+def _rows(gnd: GroundTruth, ranks: Ranking | np.ndarray):
+    """Each query's whole ranking: a (nq, N) array as it is, a stored ranking row by row."""
+    return Rows(ranks, gnd.n_database) if isinstance(ranks, Ranking) else ranks
+
+
+def evaluate_rankings(gnd: GroundTruth, ranks: Ranking | np.ndarray, *, seed_top: int, seed_max_hits: int,
                       protocol: str | None = None) -> pd.DataFrame:
     """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg, ns4``.
 
-    ``protocol``: evaluate with that protocol's labels (:meth:`Query.under`); None: the queries' own.
+    ``ranks``: (nq, N) database indices, or a :class:`Ranking` (kept to its top, with the located
+    images). ``protocol``: evaluate with that protocol's labels (:meth:`Query.under`); None: the
+    queries' own.
     """
+    ranks = _rows(gnd, ranks)
     queries = gnd.queries if protocol is None else [q.under(protocol) for q in gnd.queries]
     rows = [_query_metrics(q, ranks[i], seed_top, seed_max_hits) for i, q in enumerate(queries)]
     table = pd.DataFrame(rows, columns=["query", *METRIC_COLUMNS])
@@ -84,13 +93,13 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
-def _evaluate(gnd: GroundTruth, ranks: np.ndarray, settings: dict, protocol: str | None = None) -> pd.DataFrame:
+def _evaluate(gnd: GroundTruth, ranks: Ranking | np.ndarray, settings: dict, protocol: str | None = None) -> pd.DataFrame:
     """:func:`evaluate_rankings` with the params' ``evaluate`` settings."""
     return evaluate_rankings(gnd, ranks, seed_top=int(settings["seed_top"]),
                              seed_max_hits=int(settings["seed_max_hits"]), protocol=protocol)
 
 
-def summary(gnd: GroundTruth, ranks: np.ndarray, settings: dict) -> dict:
+def summary(gnd: GroundTruth, ranks: Ranking | np.ndarray, settings: dict) -> dict:
     """The mean metrics of one ranking (params ``evaluate`` settings), and each protocol's where the
     dataset has them (under ``protocols``)."""
     out = summarise(_evaluate(gnd, ranks, settings))
@@ -99,8 +108,9 @@ def summary(gnd: GroundTruth, ranks: np.ndarray, settings: dict) -> dict:
     return out
 
 
-def interpolated_pr(gnd: GroundTruth, ranks: np.ndarray, levels: np.ndarray = RECALL_LEVELS) -> np.ndarray:
+def interpolated_pr(gnd: GroundTruth, ranks: Ranking | np.ndarray, levels: np.ndarray = RECALL_LEVELS) -> np.ndarray:
     """Mean over queries (with a positive) of the interpolated precision at each recall level."""
+    ranks = _rows(gnd, ranks)
     curves = []
     for i, q in enumerate(gnd.queries):
         if not q.positives:
@@ -140,7 +150,7 @@ def write_evaluation(gnd_path, rankings: Mapping[str, str | os.PathLike], metric
     if not gnd.labelled:
         return _not_evaluated(gnd, metrics_path, per_query_path, pr_path, dataset, method, similarity, labels)
     settings = params["evaluate"]
-    ranks = {stage: load_ranking(path, gnd)["ranks"] for stage, path in rankings.items()}
+    ranks = {stage: read_ranking(path, gnd) for stage, path in rankings.items()}
 
     def tables(protocol: str | None) -> dict[str, pd.DataFrame]:
         return {stage: _evaluate(gnd, r, settings, protocol) for stage, r in ranks.items()}

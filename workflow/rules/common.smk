@@ -86,7 +86,7 @@ def step_args(wildcards, input, output):
     order; a list input (one file per dataset, say) is passed as its folder. Names with _ become -."""
     args = []
     for name, value in [*wildcards.items(), *input.items(), *output.items()]:
-        if name == "script":
+        if name == "script" or (not isinstance(value, str) and not len(value)):  # an empty list: no argument
             continue
         if not isinstance(value, str):
             folders = {os.path.dirname(v) for v in value}

@@ -9,7 +9,9 @@ def _dump_rules(path, names):
     for name in names:
         proxy = getattr(rules, name)
         dump[name] = {
-            "input": {k: v if isinstance(v, str) else [str(x) for x in v] for k, v in proxy.input.items()},
+            # an input function (extract's part folders) is Snakemake's alone: DVC runs the step whole
+            "input": {k: v if isinstance(v, str) else [str(x) for x in v] for k, v in proxy.input.items()
+                      if not callable(v)},
             "output": {k: str(v) for k, v in proxy.output.items()},
             "log": [str(x) for x in proxy.log],
             "tracked": list(getattr(proxy.params.tracked, "keys", ())),

@@ -10,7 +10,9 @@ rule rank:
     output:
         rank="results/{dataset}/{method}/{similarity}/rank.npz",
     params:
-        tracked=tracked_params("compute.threads", "similarity", "{method}.search"),
+        tracked=tracked_params(
+            "compute.threads", "similarity", "{method}.search", "rankings", "{method}.rerank"
+        ),  # rerank: the candidates kept
         args=step_args,
     threads: THREADS
     log:
@@ -34,7 +36,7 @@ rule rerank:
     output:
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     params:
-        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank"),
+        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "rankings"),
         args=step_args,
     threads: THREADS
     log:
@@ -58,7 +60,9 @@ rule expand:
     output:
         expand="results/{dataset}/{method}/{similarity}/expand.npz",
     params:
-        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand"),
+        tracked=tracked_params(
+            "compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand", "rankings"
+        ),
         args=step_args,
     threads: THREADS
     log:

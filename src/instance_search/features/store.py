@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import InstanceSearchError
 from ..io import glob_escape, load_npz, make_temp_dir, read_json, replace_dir, save_npz, write_json
+from . import parts
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,23 @@ def config_digest(config: dict) -> str:
 
 
 def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | BatchExtractFn, *,
-                shard_size: int, config: dict, desc: str = "extract", workers: int = 1, batched: bool = False) -> None:
+                shard_size: int, config: dict, desc: str = "extract", workers: int = 1, batched: bool = False,
+                part: tuple[int, int] | None = None) -> None:
     """Extract features of images 0..n_images-1 into a sharded store at ``out_dir``.
 
     Per-image ``extract``: ``workers`` threads extract the images of a shard concurrently (OpenCV
     releases the GIL); the result does not depend on their number. ``batched``: ``extract`` gets a
-    whole shard's range of images and schedules them itself.
+    whole shard's range of images and schedules them itself. ``part`` (i, n): only that part's
+    shards (:mod:`.parts`), into a part folder that :func:`gather_store` joins with the others.
     """
     out_dir = Path(out_dir)
+    images = parts.image_range(n_images, shard_size, part)
+    first, stop = images.start // shard_size, -(-images.stop // shard_size)
     partial = out_dir.with_name(out_dir.name + ".partial")
     for stale in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.*.tmp"):  # a finishing folder of a killed run
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
-    digest = config_digest(config)
+    digest = config_digest(config if part is None else {**config, "part": list(part)})
     stamp = partial / "config.json"
     if partial.exists() and (not stamp.is_file() or read_json(stamp).get("digest") != digest):
         log.info("%s: discarding shards of an earlier run with another configuration", partial)
@@ -90,14 +95,14 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     write_json(stamp, {"digest": digest, "config": config})
 
     n_shards = (n_images + shard_size - 1) // shard_size
-    names = [_shard_name(s) for s in range(n_shards)]
+    names = {s: _shard_name(s) for s in range(first, stop)}
     progress = _read_progress(partial / PROGRESS)
-    progress = {name: progress.get(name) for name in names if _finished(partial / name, progress.get(name))}
+    progress = {name: progress.get(name) for name in names.values() if _finished(partial / name, progress.get(name))}
     if progress:
-        log.info("resuming: %d of %d shards already extracted", len(progress), n_shards)
+        log.info("resuming: %d of %d shards already extracted", len(progress), len(names))
     dim, dtype, total = None, None, 0
-    with tqdm(total=n_images, desc=desc, unit="img", mininterval=5) as bar:
-        for s in range(n_shards):
+    with tqdm(total=len(images), desc=desc, unit="img", mininterval=5) as bar:
+        for s in range(first, stop):
             path = partial / names[s]
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if names[s] not in progress:
@@ -119,24 +124,52 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
                 dim, dtype = shard["desc"].shape[1], str(shard["desc"].dtype)
                 total += int(shard["offsets"][-1])
             bar.update(hi - lo)
-            if (s + 1) % 10 == 0 or s + 1 == n_shards:
-                log.info("%d/%d shards", s + 1, n_shards)
+            if (s + 1 - first) % 10 == 0 or s + 1 == stop:
+                log.info("%d/%d shards", s + 1 - first, len(names))
     manifest = {
         "n_images": n_images, "shard_size": shard_size, "n_shards": n_shards,
         "dim": dim, "dtype": dtype, "n_features": total, "config": config,
     }
-    # The finished store holds the manifest's shards and the manifest, nothing else of .partial. The
-    # shards are linked (moved where links are not possible), so an interruption here loses none.
-    final = make_temp_dir(out_dir)
-    for name in names:
-        try:
-            os.link(partial / name, final / name)
-        except OSError:
-            os.replace(partial / name, final / name)
-    write_json(final / "manifest.json", manifest)
-    replace_dir(final, out_dir)
+    _finish(out_dir, {partial / name for name in names.values()}, manifest, part, images)
     shutil.rmtree(partial)
-    log.info("%s: %d features of %d images", out_dir, total, n_images)
+    log.info("%s: %d features of %d images", out_dir, total, len(images))
+
+
+def _finish(out_dir: Path, shards: set[Path], manifest: dict, part=None, images: range | None = None) -> None:
+    """The finished store (or part): the shards and the manifest, nothing else. The shards are linked
+    (moved where links are not possible), so an interruption here loses none."""
+    final = make_temp_dir(out_dir)
+    for path in sorted(shards):
+        try:
+            os.link(path, final / path.name)
+        except OSError:
+            os.replace(path, final / path.name)
+    if part is None:
+        write_json(final / "manifest.json", manifest)
+    else:
+        parts.write_manifest(final, part, images, manifest["config"],
+                             store={k: manifest[k] for k in ("dim", "dtype", "n_features", "shard_size")})
+    replace_dir(final, out_dir)
+
+
+def gather_store(folders: list[str | os.PathLike], n_images: int, out_dir: str | os.PathLike) -> None:
+    """The store one job would have written, from the part folders of :func:`build_store` (linked)."""
+    found = parts.read_manifests(folders, n_images)
+    stores = [m["store"] for m in found]
+    shard_size = stores[0]["shard_size"]
+    written = [s for s in stores if s["dim"] is not None]  # a part with no shard (more parts than shards)
+    manifest = {
+        "n_images": n_images, "shard_size": shard_size, "n_shards": -(-n_images // shard_size),
+        "dim": written[0]["dim"] if written else None, "dtype": written[0]["dtype"] if written else None,
+        "n_features": sum(s["n_features"] for s in stores), "config": found[0]["config"],
+    }
+    shards = {path for m in found for path in m["folder"].glob("shard-*.npz")}
+    if len(shards) != manifest["n_shards"]:
+        raise InstanceSearchError(f"{Path(out_dir)}: the parts hold {len(shards)} shards, not "
+                                  f"{manifest['n_shards']}; re-run the extraction's part jobs")
+    _finish(Path(out_dir), shards, manifest)
+    log.info("%s: %d features of %d images, gathered from %d parts", out_dir, manifest["n_features"], n_images,
+             len(found))
 
 
 class FeatureStore:

@@ -53,6 +53,7 @@ class Database(Protocol):
 class Method(Protocol):
     name: str
     uses_gpu: bool            # extraction runs a CNN: the workflow gives it resources gpu=1
+    encodes_in_parts: bool    # its encoding splits into part jobs (compute.parts): see join below
     published: dict[str, float]  # the reproduced system's published mAP per dataset (the tables show it)
 
     def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
@@ -61,10 +62,17 @@ class Method(Protocol):
     def options(self, p: dict) -> dict[str, dict]: ...
 
     # building an index
-    def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "") -> None: ...
+    # part (i, n): only part i of n of the images, into a part folder that gather joins with the others
+    def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "",
+                part: tuple[int, int] | None = None) -> None: ...
+    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir: Path) -> None: ...
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features: Path) -> dict: ...
     def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...  # {file: arrays}
+    # (bags of words take device=, their codebook.device: steps.encode passes it where the codebook has one)
     def join(self, parts: list[dict], n_database: int, p: dict) -> dict: ...  # encoded parts -> one index
+    # Where encodes_in_parts (bags of words) also: encode_part(p, gnd, features, model, part, out_dir,
+    # config) writes part i of n of the images' encoding into a folder, gather_encoded(p, gnd, folders)
+    # turns the folders into the index's files.
 
     # answering queries
     def load(self, files: dict, n_database: int) -> Database: ...

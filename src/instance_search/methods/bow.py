@@ -23,9 +23,10 @@ import scipy.sparse as sp
 
 from .. import threads
 from ..errors import InstanceSearchError
-from ..features import sift
-from ..features.store import FeatureStore, build_store
+from ..features import parts, sift
+from ..features.store import FeatureStore, build_store, gather_store
 from ..groundtruth import GroundTruth
+from ..io import load_npz, make_temp_dir, replace_dir, save_npz
 from ..retrieval import bow, expansion, linalg, verification, vocabulary, windows
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box, in_box
@@ -47,14 +48,14 @@ class SiftFeatures:
     uses_gpu = False
     box_fallback = "image"  # sparse keypoints: an empty box uses the whole image
 
-    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str) -> None:
+    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str, part: tuple[int, int] | None = None) -> None:
         config = {"method": "sift", **p, "images": [im.path for im in gnd.images], "root": gnd.root}
         build_store(out_dir, len(gnd.images),
                     # one detector per image: cheap, and OpenCV objects are not promised to be thread-safe
                     lambda i: sift.extract(str(gnd.image_path(i)),
                                            sift.make_detector(p["max_features"], p["contrast_threshold"]),
                                            p["max_side"]),
-                    shard_size=p["shard_size"], config=config, desc=desc, workers=os.cpu_count() or 1)
+                    shard_size=p["shard_size"], config=config, desc=desc, workers=os.cpu_count() or 1, part=part)
 
     def reader(self, config: dict) -> ShardReader:
         return lambda sh: (sh["xy"], sift.descriptors(sh["desc"], config["rootsift"]), sh["offsets"])
@@ -69,7 +70,7 @@ class CnnFeatures:
     uses_gpu = True
     box_fallback = "nearest"  # a CNN map covers the whole image: a box between cell centres takes its nearest cell
 
-    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str) -> None:
+    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str, part: tuple[int, int] | None = None) -> None:
         from ..features import cnn
 
         extractor = cnn.Extractor(p["backbone"], p["layer"] or None, p["device"], p["half"])
@@ -85,7 +86,7 @@ class CnnFeatures:
                                       max_side=p["max_side"], batch_size=p["batch_size"], workers=p["workers"])
 
         build_store(out_dir, len(gnd.images), shard, shard_size=p["shard_size"], config=config,
-                    desc=f"{desc} {p['backbone']} ({extractor.device})", batched=True)
+                    desc=f"{desc} {p['backbone']} ({extractor.device})", batched=True, part=part)
 
     def reader(self, config: dict) -> ShardReader:
         from ..features import cnn
@@ -201,11 +202,16 @@ class BagOfWords:
         return {mode: {"rerank": {"mode": mode}, "expand": {"mode": "none"}} for mode in ("window", "sv")}
 
     # building ---------------------------------------------------------------------------------
-    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "") -> None:
-        self.features.build(p, gnd, out_dir, progress_desc or f"{gnd.dataset} {self.name}")
+    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
+                part: tuple[int, int] | None = None) -> None:
+        self.features.build(p, gnd, out_dir, progress_desc or f"{gnd.dataset} {self.name}", part)
+
+    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir) -> None:
+        gather_store(folders, len(gnd.images), out_dir)
 
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
         """The vocabulary: optional PCA-whitening and k-means, both learned on one seeded database sample."""
+        device = self._device(p.get("device", "cpu"))  # a params file without the key: faiss on the CPU, as before
         store = FeatureStore(features)
         sample = sample_descriptors(store, gnd.n_database, p["sample"], seed, self.features.reader(store.config))
         white = None
@@ -213,33 +219,67 @@ class BagOfWords:
             white = linalg.fit_whitening(sample, p["pca_dim"], key=f"{self.name}.codebook.pca_dim")
             sample = linalg.whiten(sample, white)
         try:
-            centroids = vocabulary.train(sample, p["words"], p["iterations"], seed)
+            centroids = vocabulary.train(sample, p["words"], p["iterations"], seed, device)
         except InstanceSearchError as exc:
             raise InstanceSearchError(f"params {self.name}.{exc}") from None
         return vocabulary.Vocabulary(centroids, white).to_arrays()
 
-    def encode(self, p: dict, gnd: GroundTruth, features, model: dict) -> dict[str, dict]:
-        """Every feature's word: the word counts, word weights and assignment maps of every image."""
+    def _device(self, device: str) -> str:
+        """codebook.device resolved (auto: CUDA when present); the error names this method's key."""
+        return vocabulary.resolve_device(device, f"{self.name}.codebook.device")
+
+    def encode(self, p: dict, gnd: GroundTruth, features, model: dict, device: str = "cpu") -> dict[str, dict]:
+        """Every feature's word: the word counts, word weights and assignment maps of every image.
+        ``device``: codebook.device, where the nearest words are computed (exact L2 either way)."""
+        maps, k = self._assign(gnd, features, model, device, None)
+        log.info("encoded %d features of %d images into %d words (%s)", len(maps.words), len(gnd.images), k,
+                 p["weighting"])
+        return self._files(maps, k, gnd.n_database, p["weighting"])
+
+    def _assign(self, gnd: GroundTruth, features, model: dict, device: str,
+                part: tuple[int, int] | None) -> tuple[bow.AssignmentMaps, int]:
+        """The assignment maps of the images of ``part`` (all for None), and the vocabulary's size."""
+        device = self._device(device)
         store = FeatureStore(features)
         if store.n_images != len(gnd.images):
             raise InstanceSearchError(f"{features}: {store.n_images} images but the ground truth lists "
                                       f"{len(gnd.images)}; re-run extract")
-        vocab = vocabulary.Vocabulary.from_arrays(model)
+        images = parts.image_range(store.n_images, store.shard_size, part)  # whole shards
+        vocab = vocabulary.Vocabulary.from_arrays(model, device)
         read = self.features.reader(store.config)
-        xys, words, counts = [], [], []
+        xys, words, counts = [], [], [np.zeros(0, np.int64)]
         for first, sh in store.shards():
-            xy, x, off = read(sh)
-            xys.append(xy)
-            words.append(vocab.words(x))
-            counts.append(np.diff(off))
+            if images.start <= first < images.stop:
+                xy, x, off = read(sh)
+                xys.append(xy)
+                words.append(vocab.words(x))
+                counts.append(np.diff(off))
         offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+        shown = gnd.images[images.start:images.stop]
         maps = bow.AssignmentMaps(
-            xy=np.concatenate(xys), words=np.concatenate(words), offsets=offsets,
-            width=np.array([im.width for im in gnd.images], np.int32),
-            height=np.array([im.height for im in gnd.images], np.int32))
-        log.info("encoded %d features of %d images into %d words (%s)", len(maps.words), len(gnd.images),
-                 len(vocab), p["weighting"])
-        return self._files(maps, len(vocab), gnd.n_database, p["weighting"])
+            xy=np.concatenate(xys) if xys else np.zeros((0, 2), np.float32),
+            words=np.concatenate(words) if words else np.zeros(0, np.int32), offsets=offsets,
+            width=np.array([im.width for im in shown], np.int32), height=np.array([im.height for im in shown], np.int32))
+        return maps, len(vocab)
+
+    # Encoding in part jobs (compute.parts): the nearest words, the costly part, per part of the images;
+    # the word weights, which need every image, when they are gathered.
+    encodes_in_parts = True
+
+    def encode_part(self, p: dict, gnd: GroundTruth, features, model: dict, part: tuple[int, int], out_dir,
+                    config: dict, device: str = "cpu") -> None:
+        maps, k = self._assign(gnd, features, model, device, part)
+        tmp = make_temp_dir(out_dir)
+        save_npz(tmp / "assignments.npz", **maps.to_arrays(), vocabulary=np.array(k, np.int64))
+        parts.write_manifest(tmp, part, parts.image_range(len(gnd.images), FeatureStore(features).shard_size, part),
+                             config)
+        replace_dir(tmp, out_dir)
+
+    def gather_encoded(self, p: dict, gnd: GroundTruth, folders: list[Path]) -> dict[str, dict]:
+        found = parts.read_manifests(folders, len(gnd.images))
+        got = [load_npz(m["folder"] / "assignments.npz") for m in found]
+        maps = bow.AssignmentMaps.concatenate([bow.AssignmentMaps.from_arrays(a) for a in got])
+        return self._files(maps, int(got[0]["vocabulary"]), gnd.n_database, p["weighting"])
 
     def _files(self, maps: bow.AssignmentMaps, k: int, n_database: int, weighting: str) -> dict[str, dict]:
         counts = bow.counts_matrix(maps.words, maps.offsets, k)

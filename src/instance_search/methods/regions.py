@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InstanceSearchError
-from ..features import frcnn
+from ..features import frcnn, parts
 from ..groundtruth import GroundTruth
-from ..io import load_npz, read_json, replace_dir, save_npz, write_json
+from ..io import load_npz, make_temp_dir, read_json, replace_dir, save_npz, write_json
 from ..retrieval import expansion, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
@@ -76,6 +76,7 @@ class RegionDatabase:
 class RegionMethod:
     name = "frcnn"
     uses_gpu = True
+    encodes_in_parts = False  # its encoding is one matrix product of the stored vectors: one job
 
     def __init__(self, published: dict[str, float] | None = None):
         self.published = published or {}  # the seed's mAP per dataset (methods.METHODS)
@@ -89,11 +90,13 @@ class RegionMethod:
         return {"regions": {"expand": {"mode": "none"}}}
 
     # building ---------------------------------------------------------------------------------
-    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "") -> None:
+    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
+                part: tuple[int, int] | None = None) -> None:
         from tqdm import tqdm
 
         ex = _extractor(p)
         n = len(gnd.images)
+        images = parts.image_range(n, p["shard_size"], part)  # whole chunks: the batches of one job
         # each query image also pools its query boxes: [box, whole image] per query (LS and GS)
         boxes: dict[int, list] = {}
         for q in gnd.queries:
@@ -103,35 +106,66 @@ class RegionMethod:
         dims = [(im.width, im.height) for im in gnd.images]
         got, fallbacks = [], 0
         desc = progress_desc or f"{gnd.dataset} frcnn"
-        with tqdm(total=n, desc=f"{desc} {ex.source_name} ({ex.device})", unit="img", mininterval=5) as bar:
-            for lo in range(0, n, p["shard_size"]):
-                hi = min(n, lo + p["shard_size"])
+        with tqdm(total=len(images), desc=f"{desc} {ex.source_name} ({ex.device})", unit="img", mininterval=5) as bar:
+            for lo in range(images.start, images.stop, p["shard_size"]):
+                hi = min(images.stop, lo + p["shard_size"])
                 extra = [np.array(boxes[i], np.float32) if i in boxes else None for i in range(lo, hi)]
-                part, fb = frcnn.extract_images(ex, paths[lo:hi], dims[lo:hi], max_side=p["max_side"],
-                                                batch_size=p["batch_size"], workers=p["workers"], extra=extra)
-                got += part
+                chunk, fb = frcnn.extract_images(ex, paths[lo:hi], dims[lo:hi], max_side=p["max_side"],
+                                                 batch_size=p["batch_size"], workers=p["workers"], extra=extra)
+                got += chunk
                 fallbacks += fb
                 bar.update(hi - lo)
         seen: dict[int, int] = {}
-        ls, gs = [], []
-        for q in gnd.queries:
-            k = seen.get(q.image, 0)
-            seen[q.image] = k + 1
-            ls.append(got[q.image].extra[2 * k])
-            gs.append(got[q.image].extra[2 * k + 1])
+        asked, ls, gs = [], [], []  # the queries whose image is here, their box's and whole image's vectors
+        for k, q in enumerate(gnd.queries):
+            j = seen.get(q.image, 0)
+            seen[q.image] = j + 1
+            if q.image in images:
+                asked.append(k)
+                ls.append(got[q.image - images.start].extra[2 * j])
+                gs.append(got[q.image - images.start].extra[2 * j + 1])
+        config = {"method": "frcnn", **p, "proposal_source": ex.source_name, "images": [im.path for im in gnd.images],
+                  "root": gnd.root}
+        if part is None:
+            self._write(out_dir, frcnn.RegionFeatures.from_images(got), ls, gs, fallbacks, config)
+            return
+        tmp = make_temp_dir(out_dir)
+        if got:
+            dim = got[0].vector.shape[0]
+            frcnn.RegionFeatures.from_images(got).save(tmp / "regions.npz")
+            save_npz(tmp / "queries.npz", queries=np.array(asked, np.int64),
+                     ls=np.array(ls, np.float32).reshape(-1, dim), gs=np.array(gs, np.float32).reshape(-1, dim))
+        parts.write_manifest(tmp, part, images, config, fallbacks=fallbacks)
+        replace_dir(tmp, out_dir)
+
+    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir) -> None:
+        found = [m for m in parts.read_manifests(folders, len(gnd.images)) if m["images"][1] > m["images"][0]]
+        feats = [frcnn.RegionFeatures.load(m["folder"] / "regions.npz") for m in found]
+        queries = [load_npz(m["folder"] / "queries.npz") for m in found]
+        order = np.argsort(np.concatenate([q["queries"] for q in queries]), kind="stable")  # parts: in image order
+        counts = np.concatenate([np.diff(f.offsets) for f in feats])
+        merged = frcnn.RegionFeatures(np.concatenate([f.vectors for f in feats]),
+                                      np.concatenate([f.regions for f in feats]),
+                                      np.concatenate([f.boxes for f in feats]),
+                                      np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self._write(out_dir, merged, np.concatenate([q["ls"] for q in queries])[order],
+                    np.concatenate([q["gs"] for q in queries])[order], sum(m["fallbacks"] for m in found),
+                    found[0]["config"])
+
+    @staticmethod
+    def _write(out_dir, feats, ls, gs, fallbacks: int, config: dict) -> None:
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
-        frcnn.RegionFeatures.from_images(got).save(tmp / "regions.npz")
-        dim = got[0].vector.shape[0]
+        feats.save(tmp / "regions.npz")
+        dim = feats.vectors.shape[1]
         save_npz(tmp / "queries.npz", ls=np.array(ls, np.float32).reshape(-1, dim),
                  gs=np.array(gs, np.float32).reshape(-1, dim))
-        config = {"method": "frcnn", **p, "proposal_source": ex.source_name, "images": [im.path for im in gnd.images],
-                  "root": gnd.root}
+        n = len(feats.vectors)
         write_json(tmp / "manifest.json", {"n_images": n, "dim": dim, "fallbacks": fallbacks, "config": config})
         replace_dir(tmp, out_dir)
         log.info("%s: %d images, %d proposals, %d fell back to the whole image (%s source)", out_dir, n,
-                 sum(len(r.boxes) for r in got), fallbacks, ex.source_name)
+                 len(feats.boxes), fallbacks, config["proposal_source"])
 
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
         """The PCA-whitening of the L2-normalised database image-wise vectors (or none: pca_dim 0)."""

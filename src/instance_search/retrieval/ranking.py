@@ -3,6 +3,11 @@
 A ranking of n_queries over N database images is ``ranks`` (nq, N) database indices best first with
 their ``scores``; after a local re-ranking it also carries ``boxes`` (nq, T, 4): the best-matching
 region (pixels x1, y1, x2, y2; NaN: none) of each of the first T results, in the new order.
+
+A stored ranking keeps only its top K < N results (:meth:`Ranking.kept`) and, for the images the
+query's ground truth names, where they lie in the whole ranking (``located`` and ``positions``):
+all the metrics need, exactly (:meth:`Ranking.row` puts the pieces back). A stage that starts from
+such a ranking re-orders only inside its top; :meth:`Ranking.after` carries the positions on.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from ..errors import InstanceSearchError
 
 @dataclass
 class Ranking:
-    ranks: np.ndarray                # int (nq, N) database indices, best first
-    scores: np.ndarray               # float (nq, N)
+    ranks: np.ndarray                # int (nq, K) database indices, best first (K = N: the whole ranking)
+    scores: np.ndarray               # float (nq, K)
     boxes: np.ndarray | None = None  # float32 (nq, T, 4): best regions of the first T (re-ranked) results
+    # K < N only: images located beyond the top (nq, L) database indices, -1 pads, and their 0-based
+    # positions in the whole ranking (nq, L)
+    located: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
     @property
     def reranked(self) -> int:
@@ -27,7 +36,82 @@ class Ranking:
 
     def with_no_boxes(self) -> "Ranking":
         """The same order, marked as not re-ranked (an empty (nq, 0, 4) box array)."""
-        return Ranking(self.ranks, self.scores, np.zeros((len(self.ranks), 0, 4), np.float32))
+        return Ranking(self.ranks, self.scores, np.zeros((len(self.ranks), 0, 4), np.float32),
+                       self.located, self.positions)
+
+    def position(self, j: int, images: np.ndarray) -> np.ndarray:
+        """0-based positions of ``images`` in query j's whole ranking: in the top, else as located."""
+        images = np.asarray(images, dtype=np.int64)
+        row = np.asarray(self.ranks[j], dtype=np.int64)
+        out = np.full(len(images), -1, np.int64)
+        order = np.argsort(row, kind="stable")
+        at = np.minimum(np.searchsorted(row[order], images), max(len(row) - 1, 0))
+        hit = (row[order][at] == images) if len(row) else np.zeros(len(images), bool)
+        out[hit] = order[at[hit]]
+        if not hit.all() and self.located is not None:
+            known = self.located[j] >= 0
+            lookup = dict(zip(self.located[j][known].tolist(), self.positions[j][known].tolist()))
+            out[~hit] = [lookup.get(i, -1) for i in images[~hit].tolist()]
+        if (out < 0).any():
+            raise InstanceSearchError(
+                f"query {j}: images {images[out < 0][:5].tolist()} are neither in the stored top {len(row)} nor "
+                f"located; re-run the rank step")
+        return out
+
+    def kept(self, keep: int, images: list[np.ndarray], n_database: int) -> "Ranking":
+        """The top ``keep`` results, with the positions of ``images[j]`` (query j's labelled images) in
+        the whole ranking; the ranking itself where it keeps the whole database anyway."""
+        k = min(keep, self.ranks.shape[1])
+        if k >= n_database:
+            return self
+        width = max((len(i) for i in images), default=0)
+        located = np.full((len(self.ranks), width), -1, np.int32)
+        positions = np.full((len(self.ranks), width), -1, np.int64)
+        for j, i in enumerate(images):
+            located[j, :len(i)] = i
+            positions[j, :len(i)] = self.position(j, i)
+        boxes = None if self.boxes is None else self.boxes[:, :k]
+        return Ranking(self.ranks[:, :k], self.scores[:, :k], boxes, located, positions)
+
+    def after(self, start: "Ranking", n_database: int) -> "Ranking":
+        """This ranking, computed from ``start`` by re-ordering inside start's stored top, with the
+        positions of start's located images carried on (they moved only where they were in the top)."""
+        if self is start or self.ranks.shape[1] >= n_database or start.located is None:
+            return self
+        if self.ranks.shape != start.ranks.shape:
+            raise InstanceSearchError(
+                f"a stage turned a ranking kept to its top {start.ranks.shape[1]} into {self.ranks.shape[1]} "
+                f"results; it may only re-order inside the top")
+        moved = Ranking(self.ranks, self.scores, located=start.located, positions=start.positions)
+        positions = np.full(start.positions.shape, -1, np.int64)
+        for j in range(len(self.ranks)):
+            known = start.located[j] >= 0
+            positions[j, known] = moved.position(j, start.located[j][known])
+        return Ranking(self.ranks, self.scores, self.boxes, start.located, positions)
+
+    def row(self, j: int, n_database: int) -> np.ndarray:
+        """Query j's whole ranking as the metrics read it: the stored top, each located image at its
+        position, -1 (an image no label names) everywhere else."""
+        if self.located is None:
+            return self.ranks[j]
+        out = np.full(n_database, -1, np.int64)
+        out[:self.ranks.shape[1]] = self.ranks[j]
+        known = self.located[j] >= 0
+        out[self.positions[j][known]] = self.located[j][known]
+        return out
+
+
+class Rows:
+    """The whole rankings of every query, one row at a time (``rows[j]``): what the metrics index."""
+
+    def __init__(self, ranking: Ranking, n_database: int):
+        self.ranking, self.n_database = ranking, n_database
+
+    def __len__(self) -> int:
+        return len(self.ranking.ranks)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        return self.ranking.row(j, self.n_database)
 
 
 def rank(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
 """Visual vocabularies: k-means words learned on a sample of database descriptors, nearest-word assignment.
 
-faiss does both with multi-threaded BLAS distance products, caps the points per centroid, runs on
-GPUs and scales with cores. (On this project's 2-core CPU a pass of scikit-learn's MiniBatchKMeans
-cost about as much as a faiss iteration at 25k words: benchmarks/codebook_speed.py; both are bound
-by the same matrix products.)
+On the CPU faiss does both with multi-threaded BLAS distance products and scales with cores. (On
+this project's 2-core CPU a pass of scikit-learn's MiniBatchKMeans cost about as much as a faiss
+iteration at 25k words: benchmarks/codebook_speed.py; both are bound by the same matrix products.)
+On CUDA (``codebook.device``) both are torch matrix products (:mod:`.kmeans_torch`): the pip faiss
+wheels are CPU-only, and torch is there already.
 """
 
 from __future__ import annotations
@@ -19,11 +20,47 @@ from .linalg import whitening_arrays, whitening_from, whiten
 log = logging.getLogger(__name__)
 
 
-def train(x: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
-    """k-means centroids (k, D) float32; deterministic for a given seed and input."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str, key: str) -> str:
+    """``codebook.device`` as the device to run on: auto = cuda when torch sees a CUDA device, else cpu."""
+    if device not in DEVICES:
+        raise InstanceSearchError(f"{key}={device!r}: expected auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"  # no torch import: the CPU path is faiss alone
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise InstanceSearchError(f"{key}=cuda but no CUDA device is visible; use auto or cpu")
+    return "cuda"
+
+
+def runs_on_gpu(device: str) -> bool:
+    """Whether a step with this ``codebook.device`` wants a GPU (what a workflow reserves for it). Unlike
+    :func:`resolve_device`, cuda is not checked here: a cluster's head node may have no GPU itself."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device == "cuda"
+
+
+def train(x: np.ndarray, k: int, iterations: int, seed: int, device: str = "cpu") -> np.ndarray:
+    """k-means centroids (k, D) float32; deterministic for a given seed, input and device (a resolved
+    one: cpu = faiss, else torch on that device)."""
     if len(x) < k:
         raise InstanceSearchError(
             f"codebook.words={k} is larger than the {len(x)} sampled descriptors; lower codebook.words or raise codebook.sample")
+    if device != "cpu":
+        from . import kmeans_torch
+
+        centroids, objective = kmeans_torch.train(x, k, iterations, seed, device)
+        log.info("k-means (torch, %s): %d words from %d descriptors, final objective %.4g", device, k, len(x),
+                 objective)
+        return centroids
     km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, verbose=False,
                       max_points_per_centroid=max(256, len(x) // k + 1))
     km.train(x)
@@ -34,21 +71,16 @@ def train(x: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
 class Assigner:
     """Nearest word (hard assignment) by exact L2 search over the centroids.
 
-    On the CPU faiss does it; with ``device="cuda"`` it is a batched matrix product in torch
-    (argmin |c|^2 - 2 x.c), seconds for millions of features against 25k words.
+    On the CPU faiss does it; on another (resolved) device, such as ``"cuda"``, batched matrix
+    products in torch (:func:`.kmeans_torch.assign`), seconds for millions of features against 25k words.
     """
 
-    def __init__(self, centroids: np.ndarray, device: str = "cpu", batch: int = 65536):
+    def __init__(self, centroids: np.ndarray, device: str = "cpu"):
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.device, self.batch = device, batch
+        self.device = device
         if device == "cpu":
             self.index = faiss.IndexFlatL2(centroids.shape[1])
             self.index.add(self.centroids)
-        else:
-            import torch
-
-            self.c = torch.from_numpy(self.centroids).to(device)
-            self.c_sq = (self.c * self.c).sum(1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
@@ -56,13 +88,9 @@ class Assigner:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.device == "cpu":
             return self.index.search(x, 1)[1][:, 0].astype(np.int32)
-        import torch
+        from . import kmeans_torch
 
-        out = []
-        for lo in range(0, len(x), self.batch):
-            xb = torch.from_numpy(x[lo:lo + self.batch]).to(self.device)
-            out.append(torch.argmin(self.c_sq[None, :] - 2.0 * xb @ self.c.T, dim=1).cpu().numpy())
-        return np.concatenate(out).astype(np.int32)
+        return kmeans_torch.assign(x, self.centroids, self.device)
 
 
 class Vocabulary:
