@@ -6,14 +6,14 @@ memory and disk measured, a growth exponent fitted per step, drawn on a log-log 
     python benchmarks/scale.py --plot-only                      # table and plot from the stored results
 
 Each size gets a folder under --out with params.yaml's settings but the generator grown (objects =
-database / 40, between 12 and the 50 the embedded photographs give, 8 views each, the rest
+database / 40, between 12 and the schema's 38, 8 views each, the rest
 distractors; one query per object) and runs the pipeline's own step commands (dvc.yaml's, cosine),
 one process each: fetch and prepare, then per method weights, extract, codebook, encode, rank,
 rerank, expand, evaluate. Per step: wall time, the peak resident memory of its process tree (psutil,
 sampled every 0.1 s: DataLoader workers included) and the bytes of its outputs. results.json keeps
 every measurement: a step measured already is not run again (run the same command to resume or to add
 sizes). Then, per method and step, the exponent b of time ~ database^b (least squares in log-log;
-the search steps also per query, as queries grow with the database up to 50), and the extrapolated
+the search steps also per query, as queries grow with the database up to 38), and the extrapolated
 time of params.yaml's settings on the full profile's datasets.
 """
 
@@ -44,7 +44,7 @@ FULL = {"oxford5k": (5063, 55), "paris6k": (6392, 55), "roxford5k": (4993, 70), 
 
 
 def grown(params: dict, n: int, seed: int) -> dict:
-    objects = int(min(50, max(12, n // 40)))
+    objects = int(min(38, max(12, n // 40)))  # the schema's maximum
     views = 8
     g = params["datasets"]["synthetic"]["generator"]
     g.update(objects=objects, views=views, distractors=n - objects * views)
@@ -127,8 +127,9 @@ def measure(sizes: list[int], methods: list[str], out: Path, seed: int) -> dict:
         g = params["datasets"]["synthetic"]["generator"]
         for method in methods:
             key = f"{n}/{method}"
-            got = results["runs"].setdefault(key, {"database": n, "queries": g["objects"], "method": method,
-                                                   "steps": {}})
+            got = results["runs"].get(key)
+            if got is None or got["queries"] != g["objects"]:  # new, or measured with another generator
+                got = results["runs"][key] = {"database": n, "queries": g["objects"], "method": method, "steps": {}}
             for step, command, outputs in stage_commands(root, method):
                 if step in ("fetch", "prepare") and (root / outputs[0]).exists():
                     continue  # shared by the methods of this size
@@ -165,14 +166,17 @@ def fits(results: dict) -> dict:
 
 def extrapolate(fitted: dict) -> dict[str, float]:
     """Hours of params.yaml's settings on the full profile's datasets, per method, from each step's fit
-    through its largest measured size (build steps by database size, search steps per query)."""
+    through its largest measured size (build steps by database size, search steps per query). The
+    exponents are clipped to [0, 2]: a step that only starts a process (a few seconds) measures
+    flat or noisy, and none may grow faster than database x queries."""
     hours = {}
     for method, steps in fitted.items():
         total = 0.0
         for step, (b, bq, points) in steps.items():
             n0, q0, t0 = points[-1]
             for n, q in FULL.values():
-                total += t0 * (n / n0) ** b if bq is None else t0 / q0 * q * (n / n0) ** bq
+                total += (t0 * (n / n0) ** min(max(b, 0.0), 2.0) if bq is None
+                          else t0 / q0 * q * (n / n0) ** min(max(bq, 0.0), 2.0))
         hours[method] = total / 3600
     return hours
 
@@ -212,13 +216,17 @@ def report(results: dict, plot: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.8), squeeze=False)
     for ax, method in zip(axes[0], methods):
-        for step, (b, _, points) in sorted(fitted[method].items(), key=lambda kv: BUILD.index(kv[0]) if kv[0] in BUILD else 9):
+        sizes = set()
+        for step, (b, _, points) in sorted(fitted[method].items(), key=lambda kv: (BUILD + SEARCH).index(kv[0])):
             n, _, t = zip(*points)
+            sizes |= set(n)
             ax.loglog(n, t, marker="o", label=f"{step} ({b:.2f})")
+        ax.set_xticks(sorted(sizes), [f"{int(n):,}" for n in sorted(sizes)])
+        ax.minorticks_off()
         ax.set_title(method)
         ax.set_xlabel("database images")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="step (exponent)", title_fontsize=7)
+        ax.legend(fontsize=7, title="step (exponent)", title_fontsize=7, loc="center right")
     axes[0][0].set_ylabel("seconds")
     fig.suptitle(f"Cost growth ({results['machine'].split(',')[0]})", fontsize=9)
     fig.tight_layout()
