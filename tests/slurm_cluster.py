@@ -1,9 +1,9 @@
 """A one-node Slurm on this machine for the cluster tests (Debian's slurm-wlm and munge, as the Snakemake
 project tests its Slurm plugin): ``start()`` brings it up, ``stop()`` takes down what ``start`` started.
 
-The node is the machine itself (``slurmd -C``: its CPUs and memory) with one GPU that is not there
-(``gres.conf``: /dev/null), so that a job asking for ``--gpus=1`` (the CNN extractions' ``gpu=1``) is
-scheduled as on a GPU node and runs on the CPU here. No accounting: job states come from ``squeue``,
+The node is the machine itself (``slurmd -C``: its CPUs and memory) with two GPUs that are not there
+(``gres.conf``: /dev/null and /dev/zero), so that a job asking for ``--gpus=1`` (the CNN extractions'
+``gpu=1``) is scheduled as on a GPU node, two at a time, and runs on the CPU here. No accounting: job states come from ``squeue``,
 and finished jobs stay listed a day (``MinJobAge``). The configuration goes where every Slurm command
 looks, /etc/slurm/slurm.conf (the executor plugin drops SLURM_* variables inside jobs, so SLURM_CONF
 would not reach them); a configuration this module did not write is never touched: the cluster tests
@@ -20,6 +20,8 @@ from pathlib import Path
 
 CONF = Path("/etc/slurm/slurm.conf")
 GRES = CONF.with_name("gres.conf")
+FAKE_GPUS = ("/dev/null", "/dev/zero")  # device files that are always there: the node's two "cards"
+GPUS = len(FAKE_GPUS)  # part jobs of a CNN extraction run two at a time
 MARK = "# written by instance-search tests/slurm_cluster.py (removed when the tests end)"
 STATE = Path("/var/tmp/instance-search-slurm")
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -46,7 +48,7 @@ def _config(node: str) -> str:
         f"StateSaveLocation={STATE}/state", f"SlurmdSpoolDir={STATE}/spool",
         f"SlurmctldPidFile={STATE}/slurmctld.pid", f"SlurmdPidFile={STATE}/slurmd.pid",
         f"SlurmctldLogFile={STATE}/slurmctld.log", f"SlurmdLogFile={STATE}/slurmd.log",
-        f"{node} Gres=gpu:1 State=UNKNOWN",
+        f"{node} Gres=gpu:{GPUS} State=UNKNOWN",
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         "",
     ])
@@ -103,7 +105,8 @@ def start() -> str | None:
         (STATE / d).mkdir(parents=True, exist_ok=True)
     CONF.parent.mkdir(parents=True, exist_ok=True)
     CONF.write_text(_config(node[0].split(" UpTime=")[0]), encoding="utf-8")
-    GRES.write_text(f"{MARK}\nAutoDetect=off\nName=gpu File=/dev/null\n", encoding="utf-8")
+    GRES.write_text(f"{MARK}\nAutoDetect=off\n" + "".join(f"Name=gpu File={f}\n" for f in FAKE_GPUS),
+                    encoding="utf-8")
     if not running:
         for daemon in ("slurmctld", "slurmd"):
             proc = _run(f"/usr/sbin/{daemon}")
