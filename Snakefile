@@ -58,6 +58,12 @@ rule all:
             method=config["run"]["methods"],
             similarity=config["run"]["similarities"],
         ),
+        expand(
+            "results/figures/pr/{dataset}_{method}_{similarity}.png",
+            dataset=config["run"]["datasets"],
+            method=config["run"]["methods"],
+            similarity=config["run"]["similarities"],
+        ),
 
 
 include: "workflow/rules/data.smk"

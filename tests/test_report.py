@@ -189,6 +189,42 @@ def test_figure_rejects_a_rerank_file_without_boxes(tmp_path, gnd_path, rank_fil
         report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", 1, 2)
 
 
+
+# ----------------------------------------------------------------------------------- precision-recall
+
+# matplotlib's first three default line colours (tab:blue, tab:orange, tab:green) in BGR, OpenCV's order
+CURVE_COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44)]
+
+
+def test_pr_figure_draws_a_curve_per_stage_the_same_every_time(tmp_path, gnd_path, rank_files):
+    pr = tmp_path / "pr.csv"
+    write_evaluation(gnd_path, dict(zip(("first_stage", "rerank", "expand"), rank_files)), tmp_path / "m.json",
+                     tmp_path / "q.csv", PARAMS, "oxford5k", "sift", "cosine", pr_path=pr)
+    outs = [tmp_path / f"pr{i}.png" for i in (1, 2)]
+    for out in outs:
+        report.write_pr_figure(pr, out, "oxford5k, sift, cosine")
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert b"Software" not in outs[0].read_bytes()  # no matplotlib version in the file: bytes survive an upgrade's metadata
+    colours = {tuple(int(c) for c in px) for px in cv2.imread(str(outs[0])).reshape(-1, 3)}
+    assert all(c in colours for c in CURVE_COLOURS)  # first stage, re-ranked, expanded
+
+    unevaluated = tmp_path / "none.csv"
+    unevaluated.write_text("stage,recall,precision\n", encoding="utf-8")
+    report.write_pr_figure(unevaluated, tmp_path / "none.png", "photos, sift, cosine")
+    colours = {tuple(int(c) for c in px) for px in cv2.imread(str(tmp_path / "none.png")).reshape(-1, 3)}
+    assert not any(c in colours for c in CURVE_COLOURS)
+
+
+def test_pr_figure_rejects_a_file_that_is_not_a_pr_csv(tmp_path):
+    bad = tmp_path / "per_query.csv"
+    bad.write_text("stage,query,ap\nfirst_stage,q0,1.0\n", encoding="utf-8")
+    with pytest.raises(InstanceSearchError, match="per_query.csv"):
+        report.write_pr_figure(bad, tmp_path / "pr.png", "x")
+    with pytest.raises(InstanceSearchError, match="missing.csv"):
+        report.write_pr_figure(tmp_path / "missing.csv", tmp_path / "pr.png", "x")
+    assert not (tmp_path / "pr.png").exists()
+
+
 # ------------------------------------------------------------------------------ second-stage options
 
 def _summary(value: float) -> dict:

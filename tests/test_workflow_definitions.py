@@ -96,7 +96,7 @@ def stages(copy) -> list[dict]:
 def expected_counts(params: dict) -> dict[str, int]:
     d, m, s = (len(params["run"][k]) for k in ("datasets", "methods", "similarities"))
     counts = {"fetch": d, "weights": m, "prepare": d, "extract": d * m, "codebook": d * m, "encode": d * m,
-              "rank": d * m * s, "rerank": d * m * s, "expand": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "tables": m * s,
+              "rank": d * m * s, "rerank": d * m * s, "expand": d * m * s, "evaluate": d * m * s, "figures": d * m * s, "pr_figure": d * m * s, "tables": m * s,
               "options": d * m * s, "options_table": s}
     return counts
 
@@ -292,8 +292,8 @@ def test_a_codebook_experiment_reruns_codebook_and_after_only(stages):
                 changed = True
     families = {name.split("@")[0] for name in affected}
     assert {n.split("@")[0] for n in direct} == {"codebook"}
-    assert families == {"codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables", "figures", "options",
-                        "options_table"}
+    assert families == {"codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables", "figures", "pr_figure",
+                        "options", "options_table"}
     assert not any(name.split("@")[0] in ("fetch", "prepare", "extract") for name in affected)
     assert set(by_name) - affected  # something is left alone
 

@@ -115,6 +115,7 @@ def test_snakemake_from_scratch_runs_the_benchmark_and_a_photo_folder(tiny_repo)
         for s in TINY["run.similarities"]:
             for d in TINY["run.datasets"]:
                 assert (root / f"results/figures/{d}_{m}_{s}.png").stat().st_size > 0
+                assert (root / f"results/figures/pr/{d}_{m}_{s}.png").stat().st_size > 0
             # the photo folder is indexed and ranked, not evaluated: no row in the tables
             metrics = json.loads((root / f"results/metrics/{m}_{s}/photos.json").read_text(encoding="utf-8"))
             assert metrics["evaluated"] is False and metrics["queries"] == 1
@@ -129,7 +130,7 @@ def test_snakemake_from_scratch_runs_the_benchmark_and_a_photo_folder(tiny_repo)
     proc = workflow_tools.snakemake("--report", "results/report.html", cwd=root)
     assert proc.returncode == 0, tail(proc)
     html = (root / "results/report.html").read_text(encoding="utf-8", errors="replace")
-    assert "Tables" in html and "Figures" in html and "blcf_cosine.csv" in html
+    assert "Tables" in html and "Figures" in html and "Precision-recall" in html and "blcf_cosine.csv" in html
 
 
 def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):

@@ -1,7 +1,9 @@
-"""The seed's six tables (method x similarity, rows = datasets) and pictures of top results.
+"""The seed's six tables (method x similarity, rows = datasets), pictures of top results, and
+precision-recall plots.
 
-Both outputs are byte-deterministic: fixed float formats in the tables, and PNGs composed and
-encoded with OpenCV from the same inputs.
+Every output is byte-deterministic: fixed float formats in the tables, PNGs composed and encoded
+with OpenCV from the same inputs, and matplotlib's Agg renderer (no date or version written) for the
+curves.
 """
 
 from __future__ import annotations
@@ -260,3 +262,44 @@ def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.Path
         raise InstanceSearchError(f"{out_png}: PNG encoding failed; check the images of {gnd.dataset}")
     write_bytes(Path(out_png), encoded.tobytes())
 
+
+
+
+# ------------------------------------------------------------------------------------ precision-recall
+
+PR_STAGES = {"first_stage": "first stage", "rerank": "re-ranked", "expand": "expanded"}
+
+
+def write_pr_figure(pr_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
+    """The evaluate step's 11-point interpolated precision-recall curves, one per stage (first stage,
+    re-ranked, expanded), on one plot; a dataset without ground truth gets a plot that says so."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; the same pixels everywhere
+    import matplotlib.pyplot as plt
+
+    try:
+        pr = pd.read_csv(pr_csv)
+    except (OSError, ValueError) as e:
+        raise InstanceSearchError(f"{pr_csv}: not a precision-recall CSV ({e}); re-run the evaluate step") from e
+    if not {"stage", "recall", "precision"} <= set(pr.columns):
+        raise InstanceSearchError(f"{pr_csv}: needs the columns stage, recall, precision; re-run the evaluate step")
+    fig, ax = plt.subplots(figsize=(4.0, 3.2))
+    for stage, label in PR_STAGES.items():
+        curve = pr[pr["stage"] == stage]
+        if len(curve):
+            ax.plot(curve["recall"], curve["precision"], marker=".", linewidth=1.2, label=label)
+    if pr.empty:
+        ax.text(0.5, 0.5, "not evaluated (no ground truth)", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="interpolated precision")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    write_bytes(Path(out_png), buf.getvalue())

@@ -13,13 +13,7 @@ rule evaluate:
     output:
         metrics="results/metrics/{method}_{similarity}/{dataset}.json",
         per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
-        pr=report(
-            "results/pr/{method}_{similarity}/{dataset}.csv",
-            caption="../report/pr.rst",
-            category="Precision-recall",
-            subcategory="{dataset}",
-            labels={"method": "{method}", "similarity": "{similarity}"},
-        ),
+        pr="results/pr/{method}_{similarity}/{dataset}.csv",  # drawn by pr_figure (report.smk)
     params:
         tracked=tracked_params("evaluate"),
         args=step_args,

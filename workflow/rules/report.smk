@@ -1,5 +1,6 @@
 # One table per method x similarity (a row per dataset of run.datasets, in that order), one table
-# of second-stage options per similarity, and pictures of queries with their top results.
+# of second-stage options per similarity, pictures of queries with their top results, and the
+# precision-recall curves as plots.
 
 
 rule tables:
@@ -91,5 +92,34 @@ rule figures:
         "../../envs/instance-search.yaml"
     message:
         "Drawing the top results of {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
+    shell:
+        STEP
+
+
+
+# The evaluate step's precision-recall CSV as a plot (a curve per stage), for the report.
+rule pr_figure:
+    input:
+        script="workflow/scripts/pr_figure.py",
+        pr=rules.evaluate.output.pr,
+    output:
+        png=report(
+            "results/figures/pr/{dataset}_{method}_{similarity}.png",
+            caption="../report/pr.rst",
+            category="Precision-recall",
+            subcategory="{dataset}",
+            labels={"method": "{method}", "similarity": "{similarity}"},
+        ),
+    params:
+        tracked=tracked_params(),
+        args=step_args,
+    log:
+        "logs/figures/pr/{dataset}_{method}_{similarity}.log",
+    benchmark:
+        "benchmarks/out/figures/pr/{dataset}_{method}_{similarity}.tsv"
+    conda:
+        "../../envs/instance-search.yaml"
+    message:
+        "Plotting the precision-recall curves of {wildcards.dataset} ({wildcards.method}, {wildcards.similarity})"
     shell:
         STEP

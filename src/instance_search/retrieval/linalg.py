@@ -9,7 +9,6 @@ product, stored as (mean, projection).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 from ..errors import InstanceSearchError
 
@@ -31,6 +30,8 @@ def fit_whitening(x: np.ndarray, dim: int, key: str = "codebook.pca_dim") -> dic
     n, d = x.shape
     if not 0 < dim <= min(n, d):
         raise InstanceSearchError(f"{key}={dim}: must be between 1 and min(samples, feature dimension) = {min(n, d)}")
+    from sklearn.decomposition import PCA  # here: importing scikit-learn costs every step process ~2 s
+
     pca = PCA(n_components=dim, svd_solver="full").fit(x.astype(np.float64))
     var = np.maximum(pca.explained_variance_, _EPS * pca.explained_variance_[0])
     return {"mean": pca.mean_.astype(np.float32),
