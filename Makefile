@@ -26,8 +26,12 @@ demo: install
 	snakemake --cores $(CORES) --resources gpu=1
 	@echo "tables: results/tables/  figures: results/figures/"
 
+# Two pytest workers, a test file each at a time (module fixtures such as the demo run stay in one
+# process): the demo's module on one, the rest on the other.
+TEST_WORKERS ?= 2
+
 test: install browser slurm
-	python -m pytest --durations=15
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The cluster test brings up a one-node Slurm (tests/slurm_cluster.py) from Debian's packages: installed
 # here when missing (root with apt-get only); where they cannot be, that test skips and says why.

@@ -9,8 +9,10 @@ Each size gets a folder under --out with params.yaml's settings but the generato
 database / 40, between 12 and the schema's 38, 8 views each, the rest
 distractors; one query per object) and runs the pipeline's own step commands (dvc.yaml's, cosine),
 one process each: fetch and prepare, then per method weights, extract, codebook, encode, rank,
-rerank, expand, evaluate. Per step: wall time, the peak resident memory of its process tree (psutil,
-sampled every 0.1 s: DataLoader workers included) and the bytes of its outputs. results.json keeps
+rerank, expand, evaluate. Per step: wall time, the peak memory of its process tree (sampled every
+0.1 s, DataLoader workers included) as summed RSS (psutil; counts the pages a forked worker shares
+with its parent once per process) and as summed PSS (Linux: shared pages split, the real footprint),
+and the bytes of its outputs. results.json keeps
 every measurement: a step measured already is not run again (run the same command to resume or to add
 sizes). Then, per method and step, the exponent b of time ~ database^b (least squares in log-log;
 the search steps also per query, as queries grow with the database up to 38), and the extrapolated
@@ -81,22 +83,34 @@ def tree_bytes(paths: list[Path]) -> int:
     return total
 
 
-def run_measured(command: str, cwd: Path) -> tuple[float, float]:
-    """(seconds, peak MiB of the process tree) of one step command."""
+def pss(pid: int) -> int:
+    """Proportional set size in bytes (Linux): each shared page split among the processes that map it,
+    so forked DataLoader workers do not count the parent's pages again (their RSS does); 0 where the
+    kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
+
+
+def run_measured(command: str, cwd: Path) -> tuple[float, float, float]:
+    """(seconds, peak MiB of the process tree's summed RSS, peak MiB of its summed PSS) of one step command."""
     import psutil
 
     started = time.perf_counter()
     proc = subprocess.Popen(command, shell=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
-    peak, done = 0, threading.Event()
+    peak, peak_pss, done = 0, 0, threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak, peak_pss
         root = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                peak = max(peak, rss)
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+                peak_pss = max(peak_pss, sum(pss(p.pid) for p in tree))
             except psutil.Error:
                 pass
             done.wait(0.1)
@@ -108,7 +122,7 @@ def run_measured(command: str, cwd: Path) -> tuple[float, float]:
     watcher.join()
     if proc.returncode != 0:
         sys.exit(f"error: {command} failed in {cwd}:\n{err.decode()[-2000:]}")
-    return time.perf_counter() - started, peak / 2**20
+    return time.perf_counter() - started, peak / 2**20, peak_pss / 2**20
 
 
 def measure(sizes: list[int], methods: list[str], out: Path, seed: int) -> dict:
@@ -135,10 +149,11 @@ def measure(sizes: list[int], methods: list[str], out: Path, seed: int) -> dict:
                     continue  # shared by the methods of this size
                 if step in got["steps"]:
                     continue
-                seconds, peak = run_measured(command, root)
+                seconds, peak, peak_pss = run_measured(command, root)
                 got["steps"][step] = {"seconds": round(seconds, 3), "peak_mib": round(peak, 1),
-                                      "bytes": tree_bytes([root / o for o in outputs])}
-                print(f"{n:>6} {method:>6} {step:>9}: {seconds:8.2f} s, peak {peak:7.0f} MiB", flush=True)
+                                      "pss_mib": round(peak_pss, 1), "bytes": tree_bytes([root / o for o in outputs])}
+                print(f"{n:>6} {method:>6} {step:>9}: {seconds:8.2f} s, peak RSS {peak:7.0f} MiB, "
+                      f"PSS {peak_pss:7.0f} MiB", flush=True)
                 results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     return results
 
@@ -190,13 +205,14 @@ def report(results: dict, plot: Path) -> None:
     fitted = fits(results)
     print(f"\nmachine: {results['machine']}")
     runs = sorted(results["runs"].values(), key=lambda r: (r["method"], r["database"]))
-    print("\nstep seconds / peak MiB / output MiB per database size (queries), and the growth exponents")
+    print("\nstep seconds / peak MiB summed RSS / PSS / output MiB per database size (queries), and the growth exponents")
     for method in sorted({r["method"] for r in runs}):
         mine = [r for r in runs if r["method"] == method]
         print(f"\n{method}: " + ", ".join(f"{r['database']} images ({r['queries']} queries)" for r in mine))
         for step in BUILD + SEARCH:
             cells = [r["steps"].get(step) for r in mine]
-            text = "  ".join("-" if c is None else f"{c['seconds']:8.2f}s {c['peak_mib']:6.0f}M {c['bytes'] / 2**20:7.2f}M"
+            text = "  ".join("-" if c is None else f"{c['seconds']:8.2f}s {c['peak_mib']:6.0f}M/"
+                             + (f"{c['pss_mib']:.0f}M" if "pss_mib" in c else "-") + f" {c['bytes'] / 2**20:7.2f}M"
                              for c in cells)
             b = fitted.get(method, {}).get(step)
             exp = "" if b is None else f"  exponent {b[0]:.2f}" + ("" if b[1] is None else f" (per query {b[1]:.2f})")
