@@ -9,10 +9,10 @@ Each size gets a folder under --out with params.yaml's settings but the generato
 database / 40, between 12 and the schema's 38, 8 views each, the rest
 distractors; one query per object) and runs the pipeline's own step commands (dvc.yaml's, cosine),
 one process each: fetch and prepare, then per method weights, extract, codebook, encode, rank,
-rerank, expand, evaluate. Per step: wall time, the peak memory of its process tree (sampled every
-0.1 s, DataLoader workers included) as summed RSS (psutil; counts the pages a forked worker shares
-with its parent once per process) and as summed PSS (Linux: shared pages split, the real footprint),
-and the bytes of its outputs. results.json keeps
+rerank, expand, evaluate. Per step: wall time, the peak memory of its process tree (DataLoader
+workers included) as summed RSS (psutil, every 0.1 s; counts the pages a forked worker shares with
+its parent once per process) and as summed PSS (Linux, every second: shared pages split, the real
+footprint), and the bytes of its outputs. results.json keeps
 every measurement: a step measured already is not run again (run the same command to resume or to add
 sizes). Then, per method and step, the exponent b of time ~ database^b (least squares in log-log;
 the search steps also per query, as queries grow with the database up to 38), and the extrapolated
@@ -106,13 +106,16 @@ def run_measured(command: str, cwd: Path) -> tuple[float, float, float]:
     def sample():
         nonlocal peak, peak_pss
         root = psutil.Process(proc.pid)
+        tick = 0
         while not done.is_set():
             try:
                 tree = [root, *root.children(recursive=True)]
                 peak = max(peak, sum(p.memory_info().rss for p in tree))
-                peak_pss = max(peak_pss, sum(pss(p.pid) for p in tree))
+                if tick % 10 == 0:  # PSS walks the page tables: every second, or it takes a core from the step
+                    peak_pss = max(peak_pss, sum(pss(p.pid) for p in tree))
             except psutil.Error:
                 pass
+            tick += 1
             done.wait(0.1)
 
     watcher = threading.Thread(target=sample, daemon=True)

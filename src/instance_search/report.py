@@ -8,6 +8,7 @@ curves.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Mapping
@@ -263,8 +264,6 @@ def write_figure(gnd: GroundTruth | str | os.PathLike, rerank_npz: str | os.Path
     write_bytes(Path(out_png), encoded.tobytes())
 
 
-
-
 # ------------------------------------------------------------------------------------ precision-recall
 
 PR_STAGES = {"first_stage": "first stage", "rerank": "re-ranked", "expand": "expanded"}
@@ -273,8 +272,6 @@ PR_STAGES = {"first_stage": "first stage", "rerank": "re-ranked", "expand": "exp
 def write_pr_figure(pr_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
     """The evaluate step's 11-point interpolated precision-recall curves, one per stage (first stage,
     re-ranked, expanded), on one plot; a dataset without ground truth gets a plot that says so."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the same pixels everywhere

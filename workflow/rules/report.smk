@@ -96,7 +96,6 @@ rule figures:
         STEP
 
 
-
 # The evaluate step's precision-recall CSV as a plot (a curve per stage), for the report.
 rule pr_figure:
     input:

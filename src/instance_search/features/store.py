@@ -16,6 +16,7 @@ an interrupted run never looks finished.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -106,17 +107,8 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
             path = partial / names[s]
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if names[s] not in progress:
-                if batched:
-                    xys, descs = zip(*extract(range(lo, hi)))
-                else:
-                    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-                    try:
-                        xys, descs = zip(*pool.map(extract, range(lo, hi)))
-                    finally:  # interrupted: do not wait for the shard's queued images
-                        pool.shutdown(wait=True, cancel_futures=True)
-                counts = np.array([len(x) for x in xys], dtype=np.int64)
-                save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
-                         desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))
+                _write_shard(path, extract, range(lo, hi), batched, workers)
+                _return_freed_memory()
                 st = path.stat()
                 progress[names[s]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
                 write_json(partial / PROGRESS, progress)
@@ -133,6 +125,39 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     _finish(out_dir, {partial / name for name in names.values()}, manifest, part, images)
     shutil.rmtree(partial)
     log.info("%s: %d features of %d images", out_dir, total, len(images))
+
+
+def _write_shard(path: Path, extract, images: range, batched: bool, workers: int) -> None:
+    """Extract one shard's images and save them; their arrays are freed when this returns."""
+    if batched:
+        xys, descs = zip(*extract(images))
+    else:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
+            xys, descs = zip(*pool.map(extract, images))
+        finally:  # interrupted: do not wait for the shard's queued images
+            pool.shutdown(wait=True, cancel_futures=True)
+    counts = np.array([len(x) for x in xys], dtype=np.int64)
+    save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
+             desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))
+
+
+_malloc_trim = None  # glibc's, looked up on first use (False: not glibc)
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing). glibc
+    keeps a freed shard's pages, and the next shard's DataLoader workers fork that bigger heap: without
+    this, blcf's extraction process held 1.6 GiB after its second shard instead of 0.8 (640 images,
+    shards of 128, 2-core VM)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def _finish(out_dir: Path, shards: set[Path], manifest: dict, part=None, images: range | None = None) -> None:
