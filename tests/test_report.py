@@ -189,7 +189,6 @@ def test_figure_rejects_a_rerank_file_without_boxes(tmp_path, gnd_path, rank_fil
         report.write_figure(gnd_path, rank_files[0], tmp_path / "f.png", 1, 2)
 
 
-
 # ----------------------------------------------------------------------------------- precision-recall
 
 # matplotlib's first three default line colours (tab:blue, tab:orange, tab:green) in BGR, OpenCV's order
