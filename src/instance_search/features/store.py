@@ -17,6 +17,7 @@ an interrupted run never looks finished.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -142,7 +143,13 @@ def _write_shard(path: Path, extract, images: range, batched: bool, workers: int
              desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))
 
 
-_malloc_trim = None  # glibc's, looked up on first use (False: not glibc)
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library is another."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _return_freed_memory() -> None:
@@ -150,14 +157,9 @@ def _return_freed_memory() -> None:
     keeps a freed shard's pages, and the next shard's DataLoader workers fork that bigger heap: without
     this, blcf's extraction process held 1.6 GiB after its second shard instead of 0.8 (640 images,
     shards of 128, 2-core VM)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _finish(out_dir: Path, shards: set[Path], manifest: dict, part=None, images: range | None = None) -> None:
