@@ -1,7 +1,6 @@
 """The frcnn method through the pipeline's steps on a tiny embedded benchmark (grid proposals,
 the offline MobileNetV2): files, rankings and the proposal source in the metrics and tables."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from conftest import require_weights
 from instance_search import evaluate, groundtruth, report, steps
 from instance_search.datasets import synthetic
 from instance_search.datasets.prepare import prepare
+from instance_search.features.store import FeatureStore
 from instance_search.io import load_npz
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,8 @@ def run(tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"]["tiny"] = {"source": "local", "format": "oxford", "images": str(data / "jpg"),
                                   "groundtruth": str(data / "gt")}
-    params["frcnn"]["extract"].update(max_side=160, layer="features.17", workers=0)
+    # shards of 5 images: the 12 images in 3 shards, which encode joins
+    params["frcnn"]["extract"].update(max_side=160, layer="features.17", workers=0, shard_size=5)
     gnd = out / "gnd.json"
     prepare(params, "tiny", gnd)
     steps.extract(params, "frcnn", gnd, out / "features")
@@ -43,8 +44,17 @@ def run(tmp_path_factory):
 
 def test_steps_write_rankings_of_every_query(run):
     out, paths, summary = run
-    manifest = json.loads((out / "features" / "manifest.json").read_text())
-    assert manifest["config"]["proposal_source"] == "grid" and manifest["fallbacks"] == 0
+    store = FeatureStore(out / "features")
+    assert store.config["proposal_source"] == "grid" and store.n_shards == 3
+    assert store.dim == 320  # features.17's channels
+    gnd = groundtruth.load(out / "gnd.json")
+    held = []
+    for first, shard in store.shards():  # each shard: its images' proposals and the queries on them
+        assert not shard["fallback"].any() and len(shard["vectors"]) == len(shard["offsets"]) - 1
+        assert all(first <= gnd.queries[k].image < first + 5 for k in shard["queries"])
+        assert shard["ls"].shape == shard["gs"].shape == (len(shard["queries"]), store.dim)
+        held += shard["queries"].tolist()
+    assert sorted(held) == list(range(len(gnd.queries)))
     for stage, path in paths.items():
         ranks = load_npz(path)["ranks"]
         assert ranks.shape[0] == summary["first_stage"]["queries"] == 3
@@ -95,3 +105,24 @@ def test_gqe_is_refused_with_the_key(run, tmp_path):
 
     with pytest.raises(InstanceSearchError, match="frcnn.expand.mode=gqe"):
         steps.expand(params, "cosine", out / "gnd.json", out / "index", paths["rerank"], tmp_path / "e.npz")
+
+
+def test_features_of_the_earlier_format_or_another_image_list_are_refused(run, tmp_path):
+    """One regions.npz (before the shards), or a store of other images: one line saying to re-run extract."""
+    from instance_search.errors import InstanceSearchError
+
+    out, _, _ = run
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text('{"n_images": 12, "dim": 320, "fallbacks": 0, "config": {}}')
+    (old / "regions.npz").write_bytes(b"")
+    with pytest.raises(InstanceSearchError, match="earlier version.*re-run the extract step"):
+        steps.encode(params, "frcnn", out / "gnd.json", old, out / "model.npz", tmp_path / "index")
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = (out / "features" / "manifest.json").read_text()
+    (other / "manifest.json").write_text(manifest.replace('"n_images": 12', '"n_images": 11'))
+    with pytest.raises(InstanceSearchError, match="11 images but the ground truth lists 12; re-run extract"):
+        steps.learn(params, "frcnn", out / "gnd.json", other, tmp_path / "model.npz")
+    assert not (tmp_path / "index").exists() and not (tmp_path / "model.npz").exists()

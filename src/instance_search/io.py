@@ -204,21 +204,20 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Write arrays as an uncompressed ``.npz`` whose bytes depend only on the arrays.
 
     ``np.savez`` stamps each member with the current time; here every member gets a fixed date
-    so that two identical runs produce identical files.
+    so that two identical runs produce identical files. Written straight into the atomic temporary
+    (not built in memory first: a large index would be held twice more).
     """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, \
+            zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
-    write_bytes(path, buf.getvalue())
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.asarray(array), allow_pickle=False)
-    write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:

@@ -41,7 +41,6 @@ import numpy as np
 
 from .. import threads
 from ..errors import InstanceSearchError
-from ..io import load_npz, save_npz
 from ..retrieval.geometry import pixel_windows
 from . import backbones
 from .cnn import ImageBatches, Preprocess, collate, resized_size, size_batches
@@ -82,7 +81,7 @@ class ImageRegions:
 
 @dataclass
 class RegionFeatures:
-    """All images' region features in flat arrays (what a stage writes and re-ranking reads).
+    """Images' region features in flat arrays (what an extraction shard holds and re-ranking reads).
 
     vectors (n, C) float32; regions (M, C) float16 and boxes (M, 4) float32 of all proposals, image i
     owning rows offsets[i]:offsets[i + 1]; offsets (n + 1,) int64.
@@ -107,19 +106,6 @@ class RegionFeatures:
         """(boxes (P, 4) float32, region vectors (P, C) float16) of image i: a ``GetRegions``."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return self.boxes[lo:hi], self.regions[lo:hi]
-
-    def save(self, path) -> None:
-        save_npz(path, vectors=self.vectors, regions=self.regions, boxes=self.boxes, offsets=self.offsets)
-
-    @classmethod
-    def load(cls, path) -> "RegionFeatures":
-        a = load_npz(path)
-        missing = sorted({"vectors", "regions", "boxes", "offsets"} - a.keys())
-        if missing or len(a["offsets"]) != len(a["vectors"]) + 1 or not (
-                a["offsets"][-1] == len(a["regions"]) == len(a["boxes"])):
-            raise InstanceSearchError(f"{path}: not a complete region-feature file (missing {missing or 'nothing'} "
-                                      f"or inconsistent lengths); re-run the extract step")
-        return cls(a["vectors"], a["regions"], a["boxes"], a["offsets"])
 
 
 # ------------------------------------------------------------------------------------------ weights

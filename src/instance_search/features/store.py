@@ -6,6 +6,8 @@ Layout of a finished store (a folder)::
     shard-00000.npz      xy float32 (n, 2) pixel positions, desc (n, D), offsets int64 (m + 1)
     ...
 
+(:func:`build_shards` writes other shard layouts the same way: frcnn's proposals, for one.)
+
 Shards are written into ``<out>.partial/`` first, each recorded (name, bytes, mtime) in its
 ``shards.json`` once written; a restarted extraction keeps the recorded shards whose size and time
 still match when its config (parameters and image list) is unchanged, and extracts the others again.
@@ -81,6 +83,15 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     whole shard's range of images and schedules them itself. ``part`` (i, n): only that part's
     shards (:mod:`.parts`), into a part folder that :func:`gather_store` joins with the others.
     """
+    build_shards(out_dir, n_images, lambda images: _local_features(extract, images, batched, workers),
+                 shard_size=shard_size, config=config, desc=desc, part=part)
+
+
+def build_shards(out_dir: str | os.PathLike, n_images: int, make_shard: Callable[[range], dict[str, np.ndarray]], *,
+                 shard_size: int, config: dict, desc: str = "extract", part: tuple[int, int] | None = None,
+                 key: str = "desc") -> None:
+    """:func:`build_store` for any shard layout: ``make_shard(images)`` returns a shard's arrays, among
+    them ``offsets`` (per image, into the rows of ``key``: the manifest's dim, dtype and n_features)."""
     out_dir = Path(out_dir)
     images = parts.image_range(n_images, shard_size, part)
     first, stop = images.start // shard_size, -(-images.stop // shard_size)
@@ -108,13 +119,13 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
             path = partial / names[s]
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if names[s] not in progress:
-                _write_shard(path, extract, range(lo, hi), batched, workers)
+                _write_shard(path, make_shard, range(lo, hi))
                 _return_freed_memory()
                 st = path.stat()
                 progress[names[s]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
                 write_json(partial / PROGRESS, progress)
             with np.load(path) as shard:
-                dim, dtype = shard["desc"].shape[1], str(shard["desc"].dtype)
+                dim, dtype = shard[key].shape[1], str(shard[key].dtype)
                 total += int(shard["offsets"][-1])
             bar.update(hi - lo)
             if (s + 1 - first) % 10 == 0 or s + 1 == stop:
@@ -128,8 +139,13 @@ def build_store(out_dir: str | os.PathLike, n_images: int, extract: ExtractFn | 
     log.info("%s: %d features of %d images", out_dir, total, len(images))
 
 
-def _write_shard(path: Path, extract, images: range, batched: bool, workers: int) -> None:
+def _write_shard(path: Path, make_shard, images: range) -> None:
     """Extract one shard's images and save them; their arrays are freed when this returns."""
+    save_npz(path, **make_shard(images))
+
+
+def _local_features(extract, images: range, batched: bool, workers: int) -> dict[str, np.ndarray]:
+    """A shard of local features: positions ``xy``, descriptors ``desc`` and per-image ``offsets``."""
     if batched:
         xys, descs = zip(*extract(images))
     else:
@@ -139,8 +155,8 @@ def _write_shard(path: Path, extract, images: range, batched: bool, workers: int
         finally:  # interrupted: do not wait for the shard's queued images
             pool.shutdown(wait=True, cancel_futures=True)
     counts = np.array([len(x) for x in xys], dtype=np.int64)
-    save_npz(path, xy=np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2),
-             desc=np.concatenate(descs), offsets=np.concatenate([[0], np.cumsum(counts)]))
+    return {"xy": np.concatenate(xys).astype(np.float32, copy=False).reshape(-1, 2), "desc": np.concatenate(descs),
+            "offsets": np.concatenate([[0], np.cumsum(counts)])}
 
 
 @functools.cache

@@ -12,10 +12,12 @@ box (LS) and its whole image (GS).
 - **Query expansion** (:meth:`RegionMethod.expand`): the average of the unit query and the unit
   best-proposal vectors of its top results, then the candidates re-scored by best proposal again.
 
-Index files (``index/``): ``vectors.npz`` (the database's image-wise vectors as the filter compares
-them), ``proposals.npz`` (every image's proposal boxes and L2-normalised region vectors),
-``queries.npz`` (the benchmark queries' box, image and box-region vectors). Model (``model.npz``):
-the PCA-whitening, or nothing (``pca_dim: 0``).
+Feature folder (extract): a sharded store, a shard per ``shard_size`` images holding their vectors,
+proposals and the query vectors of its images (:meth:`RegionMethod.extract`). Index files
+(``index/``): ``vectors.npz`` (the database's image-wise vectors as the filter compares them),
+``proposals.npz`` (every image's proposal boxes and L2-normalised region vectors), ``queries.npz``
+(the benchmark queries' box, image and box-region vectors). Model (``model.npz``): the
+PCA-whitening, or nothing (``pca_dim: 0``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InstanceSearchError
-from ..features import frcnn, parts
+from ..features import frcnn
+from ..features.store import FeatureStore, build_shards, gather_store
 from ..groundtruth import GroundTruth
-from ..io import load_npz, make_temp_dir, read_json, replace_dir, save_npz, write_json
 from ..retrieval import expansion, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
@@ -54,11 +56,16 @@ def _extractor(p: dict, model=None) -> frcnn.RegionExtractor:
         half=p["half"], model=model)
 
 
-def _features(features_dir) -> tuple[dict, frcnn.RegionFeatures, dict]:
+def _store(features_dir, gnd: GroundTruth) -> FeatureStore:
     d = Path(features_dir)
-    if not (d / "manifest.json").is_file():
-        raise InstanceSearchError(f"{d}: not a finished frcnn feature folder (no manifest.json); re-run the extract step")
-    return read_json(d / "manifest.json"), frcnn.RegionFeatures.load(d / "regions.npz"), load_npz(d / "queries.npz")
+    if (d / "regions.npz").is_file():
+        raise InstanceSearchError(f"{d}: frcnn features in the format of an earlier version (one regions.npz, not "
+                                  "shards); re-run the extract step")
+    store = FeatureStore(d)
+    if store.n_images != len(gnd.images):
+        raise InstanceSearchError(f"{d}: {store.n_images} images but the ground truth lists {len(gnd.images)}; "
+                                  "re-run extract")
+    return store
 
 
 @dataclass(eq=False)
@@ -92,101 +99,77 @@ class RegionMethod:
     # building ---------------------------------------------------------------------------------
     def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
                 part: tuple[int, int] | None = None) -> None:
-        from tqdm import tqdm
-
+        """A sharded store (:func:`..features.store.build_shards`) whose shards hold their images' vectors,
+        proposals (``regions`` float16, ``boxes``, ``offsets``) and ``fallback`` flags, and the vectors of
+        the queries whose image they hold (``queries``: their indices; ``ls``: the box's, ``gs``: the
+        whole image's): a shard's proposals are written before the next shard runs, so memory stays flat."""
         ex = _extractor(p)
-        n = len(gnd.images)
-        images = parts.image_range(n, p["shard_size"], part)  # whole chunks: the batches of one job
+        paths = [str(gnd.image_path(i)) for i in range(len(gnd.images))]
+        dims = [(im.width, im.height) for im in gnd.images]
         # each query image also pools its query boxes: [box, whole image] per query (LS and GS)
         boxes: dict[int, list] = {}
+        slot = []  # query k's pair among its image's extra vectors
         for q in gnd.queries:
             im = gnd.images[q.image]
-            boxes.setdefault(q.image, []).extend([q.box, (0.0, 0.0, float(im.width), float(im.height))])
-        paths = [str(gnd.image_path(i)) for i in range(n)]
-        dims = [(im.width, im.height) for im in gnd.images]
-        got, fallbacks = [], 0
-        desc = progress_desc or f"{gnd.dataset} frcnn"
-        with tqdm(total=len(images), desc=f"{desc} {ex.source_name} ({ex.device})", unit="img", mininterval=5) as bar:
-            for lo in range(images.start, images.stop, p["shard_size"]):
-                hi = min(images.stop, lo + p["shard_size"])
-                extra = [np.array(boxes[i], np.float32) if i in boxes else None for i in range(lo, hi)]
-                chunk, fb = frcnn.extract_images(ex, paths[lo:hi], dims[lo:hi], max_side=p["max_side"],
-                                                 batch_size=p["batch_size"], workers=p["workers"], extra=extra)
-                got += chunk
-                fallbacks += fb
-                bar.update(hi - lo)
-        seen: dict[int, int] = {}
-        asked, ls, gs = [], [], []  # the queries whose image is here, their box's and whole image's vectors
-        for k, q in enumerate(gnd.queries):
-            j = seen.get(q.image, 0)
-            seen[q.image] = j + 1
-            if q.image in images:
-                asked.append(k)
-                ls.append(got[q.image - images.start].extra[2 * j])
-                gs.append(got[q.image - images.start].extra[2 * j + 1])
+            slot.append(len(boxes.setdefault(q.image, [])) // 2)
+            boxes[q.image].extend([q.box, (0.0, 0.0, float(im.width), float(im.height))])
+
+        def shard(images: range) -> dict[str, np.ndarray]:
+            lo, hi = images.start, images.stop
+            extra = [np.array(boxes[i], np.float32) if i in boxes else None for i in images]
+            got, _ = frcnn.extract_images(ex, paths[lo:hi], dims[lo:hi], max_side=p["max_side"],
+                                          batch_size=p["batch_size"], workers=p["workers"], extra=extra)
+            f = frcnn.RegionFeatures.from_images(got)
+            asked = [k for k, q in enumerate(gnd.queries) if lo <= q.image < hi]
+            pooled = [got[gnd.queries[k].image - lo].extra[2 * slot[k]:2 * slot[k] + 2] for k in asked]
+            pairs = np.array(pooled, np.float32).reshape(-1, 2, ex.dim)
+            return {"vectors": f.vectors, "regions": f.regions, "boxes": f.boxes, "offsets": f.offsets,
+                    "fallback": np.array([r.fallback for r in got], bool), "queries": np.array(asked, np.int64),
+                    "ls": pairs[:, 0], "gs": pairs[:, 1]}
+
         config = {"method": "frcnn", **p, "proposal_source": ex.source_name, "images": [im.path for im in gnd.images],
                   "root": gnd.root}
-        if part is None:
-            self._write(out_dir, frcnn.RegionFeatures.from_images(got), ls, gs, fallbacks, config)
-            return
-        tmp = make_temp_dir(out_dir)
-        if got:
-            dim = got[0].vector.shape[0]
-            frcnn.RegionFeatures.from_images(got).save(tmp / "regions.npz")
-            save_npz(tmp / "queries.npz", queries=np.array(asked, np.int64),
-                     ls=np.array(ls, np.float32).reshape(-1, dim), gs=np.array(gs, np.float32).reshape(-1, dim))
-        parts.write_manifest(tmp, part, images, config, fallbacks=fallbacks)
-        replace_dir(tmp, out_dir)
+        desc = progress_desc or f"{gnd.dataset} frcnn"
+        build_shards(out_dir, len(gnd.images), shard, shard_size=p["shard_size"], config=config,
+                     desc=f"{desc} {ex.source_name} ({ex.device})", part=part, key="regions")
 
     def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir) -> None:
-        found = [m for m in parts.read_manifests(folders, len(gnd.images)) if m["images"][1] > m["images"][0]]
-        feats = [frcnn.RegionFeatures.load(m["folder"] / "regions.npz") for m in found]
-        queries = [load_npz(m["folder"] / "queries.npz") for m in found]
-        order = np.argsort(np.concatenate([q["queries"] for q in queries]), kind="stable")  # parts: in image order
-        counts = np.concatenate([np.diff(f.offsets) for f in feats])
-        merged = frcnn.RegionFeatures(np.concatenate([f.vectors for f in feats]),
-                                      np.concatenate([f.regions for f in feats]),
-                                      np.concatenate([f.boxes for f in feats]),
-                                      np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self._write(out_dir, merged, np.concatenate([q["ls"] for q in queries])[order],
-                    np.concatenate([q["gs"] for q in queries])[order], sum(m["fallbacks"] for m in found),
-                    found[0]["config"])
-
-    @staticmethod
-    def _write(out_dir, feats, ls, gs, fallbacks: int, config: dict) -> None:
-        out_dir = Path(out_dir)
-        tmp = out_dir.with_name(out_dir.name + ".partial")
-        tmp.mkdir(parents=True, exist_ok=True)
-        feats.save(tmp / "regions.npz")
-        dim = feats.vectors.shape[1]
-        save_npz(tmp / "queries.npz", ls=np.array(ls, np.float32).reshape(-1, dim),
-                 gs=np.array(gs, np.float32).reshape(-1, dim))
-        n = len(feats.vectors)
-        write_json(tmp / "manifest.json", {"n_images": n, "dim": dim, "fallbacks": fallbacks, "config": config})
-        replace_dir(tmp, out_dir)
-        log.info("%s: %d images, %d proposals, %d fell back to the whole image (%s source)", out_dir, n,
-                 len(feats.boxes), fallbacks, config["proposal_source"])
+        gather_store(folders, len(gnd.images), out_dir)
 
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
         """The PCA-whitening of the L2-normalised database image-wise vectors (or none: pca_dim 0)."""
-        _, feats, _ = _features(features)
+        store = _store(features, gnd)
         if not p["pca_dim"]:
             return {"none": np.zeros(0, np.float32)}
-        return linalg.whitening_arrays(linalg.fit_whitening(linalg.l2(feats.vectors[:gnd.n_database]).astype(np.float32),
-                                                            p["pca_dim"], key="frcnn.codebook.pca_dim"))
+        vectors = np.concatenate([sh["vectors"] for _, sh in store.shards(gnd.n_database)])[:gnd.n_database]
+        return linalg.whitening_arrays(linalg.fit_whitening(linalg.l2(vectors).astype(np.float32), p["pca_dim"],
+                                                            key="frcnn.codebook.pca_dim"))
 
     def encode(self, p: dict, gnd: GroundTruth, features, model: dict) -> dict[str, dict]:
-        manifest, feats, q = _features(features)
-        if manifest["n_images"] != len(gnd.images):
-            raise InstanceSearchError(f"{features}: {manifest['n_images']} images but the ground truth lists "
-                                      f"{len(gnd.images)}; re-run extract")
+        store = _store(features, gnd)
         white = linalg.whitening_from(model)
+        kept = ("vectors", "boxes", "fallback", "queries", "ls", "gs")
+        got: dict[str, list] = {k: [] for k in ("regions", "counts", *kept)}
+        for _, sh in store.shards():  # a shard at a time: the regions normalised, half precision again
+            got["regions"].append(linalg.l2(sh["regions"].astype(np.float32)).astype(np.float16))
+            got["counts"].append(np.diff(sh["offsets"]))
+            for k in kept:
+                got[k].append(sh[k])
+        vectors, asked = np.concatenate(got["vectors"]), np.concatenate(got["queries"])
+        order = np.argsort(asked, kind="stable")
+        if not np.array_equal(asked[order], np.arange(len(gnd.queries))):
+            raise InstanceSearchError(f"{features}: the shards hold the vectors of {len(asked)} queries, not of the "
+                                      f"ground truth's {len(gnd.queries)}; re-run extract")
+        ls, gs = (np.concatenate(got[k]).reshape(-1, vectors.shape[1])[order] for k in ("ls", "gs"))
+        log.info("%s: %d images, %d proposals, %d fell back to the whole image (%s source)", features, len(vectors),
+                 store.n_features, int(np.concatenate(got["fallback"]).sum()), store.config["proposal_source"])
         return {
-            "vectors": {"vectors": prepare(feats.vectors[:gnd.n_database], white).astype(np.float32)},
-            "proposals": {"boxes": feats.boxes, "offsets": feats.offsets,
-                          "regions": linalg.l2(feats.regions.astype(np.float32)).astype(np.float16)},
-            "queries": {"ls": prepare(q["ls"], white).astype(np.float32), "gs": prepare(q["gs"], white).astype(np.float32),
-                        "ls_region": linalg.l2(q["ls"]).astype(np.float32)},
+            "vectors": {"vectors": prepare(vectors[:gnd.n_database], white).astype(np.float32)},
+            "proposals": {"boxes": np.concatenate(got["boxes"]),
+                          "offsets": np.concatenate([[0], np.cumsum(np.concatenate(got["counts"]))]).astype(np.int64),
+                          "regions": np.concatenate(got["regions"])},
+            "queries": {"ls": prepare(ls, white).astype(np.float32), "gs": prepare(gs, white).astype(np.float32),
+                        "ls_region": linalg.l2(ls).astype(np.float32)},
         }
 
     def join(self, parts: list[dict[str, dict]], n_database: int, p: dict) -> dict[str, dict]:
