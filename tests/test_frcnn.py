@@ -408,3 +408,15 @@ def test_query_expansion_on_a_hand_made_ranking():
     assert out.ranks.tolist() == [[0, 2, 1]] and (np.diff(out.scores) <= 0).all()
     with pytest.raises(InstanceSearchError, match="at least 1"):
         _expand(Ranking(ranks, scores, boxes), q, get, k=0, top=3)
+
+
+def test_proposals_normalised_in_blocks_are_those_normalised_at_once():
+    from instance_search.methods.regions import _unit_half
+    from instance_search.retrieval import linalg
+
+    regions = np.random.default_rng(5).normal(size=(50, 12)).astype(np.float16)
+    regions[7] = 0  # a dead row stays zero
+    out = np.empty_like(regions)
+    _unit_half(regions, out, block=7)
+    np.testing.assert_array_equal(out, linalg.l2(regions.astype(np.float32)).astype(np.float16))
+    assert not out[7].any() and out.dtype == np.float16

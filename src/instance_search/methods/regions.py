@@ -68,6 +68,13 @@ def _store(features_dir, gnd: GroundTruth) -> FeatureStore:
     return store
 
 
+def _unit_half(regions: np.ndarray, out: np.ndarray, block: int = 16384) -> None:
+    """``out`` = the rows L2-normalised (in float64, as :func:`linalg.l2`), in float16; a block of rows
+    at a time, so the float64 temporaries stay ~0.5 GB whatever the database (row-wise: same values)."""
+    for lo in range(0, len(regions), block):
+        out[lo:lo + block] = linalg.l2(regions[lo:lo + block].astype(np.float32)).astype(np.float16)
+
+
 @dataclass(eq=False)
 class RegionDatabase:
     vectors: np.ndarray            # float32 (n_database, C) image-wise vectors, prepared (L2 / whitened)
@@ -149,9 +156,11 @@ class RegionMethod:
         store = _store(features, gnd)
         white = linalg.whitening_from(model)
         kept = ("vectors", "boxes", "fallback", "queries", "ls", "gs")
-        got: dict[str, list] = {k: [] for k in ("regions", "counts", *kept)}
-        for _, sh in store.shards():  # a shard at a time: the regions normalised, half precision again
-            got["regions"].append(linalg.l2(sh["regions"].astype(np.float32)).astype(np.float16))
+        got: dict[str, list] = {k: [] for k in ("counts", *kept)}
+        regions, at = np.empty((store.n_features, store.dim), np.float16), 0
+        for _, sh in store.shards():  # a shard at a time, into the one output array
+            _unit_half(sh["regions"], regions[at:at + len(sh["regions"])])
+            at += len(sh["regions"])
             got["counts"].append(np.diff(sh["offsets"]))
             for k in kept:
                 got[k].append(sh[k])
@@ -167,7 +176,7 @@ class RegionMethod:
             "vectors": {"vectors": prepare(vectors[:gnd.n_database], white).astype(np.float32)},
             "proposals": {"boxes": np.concatenate(got["boxes"]),
                           "offsets": np.concatenate([[0], np.cumsum(np.concatenate(got["counts"]))]).astype(np.int64),
-                          "regions": np.concatenate(got["regions"])},
+                          "regions": regions},
             "queries": {"ls": prepare(ls, white).astype(np.float32), "gs": prepare(gs, white).astype(np.float32),
                         "ls_region": linalg.l2(ls).astype(np.float32)},
         }
