@@ -119,14 +119,15 @@ def build_shards(out_dir: str | os.PathLike, n_images: int, make_shard: Callable
             path = partial / names[s]
             lo, hi = s * shard_size, min(n_images, (s + 1) * shard_size)
             if names[s] not in progress:
-                _write_shard(path, make_shard, range(lo, hi))
+                dim, dtype, rows = _write_shard(path, make_shard, range(lo, hi), key)
                 _return_freed_memory()
                 st = path.stat()
                 progress[names[s]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
                 write_json(partial / PROGRESS, progress)
-            with np.load(path) as shard:
-                dim, dtype = shard[key].shape[1], str(shard[key].dtype)
-                total += int(shard["offsets"][-1])
+            else:  # written by an earlier run: read back
+                with np.load(path) as shard:
+                    dim, dtype, rows = _summary(shard, key)
+            total += rows
             bar.update(hi - lo)
             if (s + 1 - first) % 10 == 0 or s + 1 == stop:
                 log.info("%d/%d shards", s + 1 - first, len(names))
@@ -139,9 +140,16 @@ def build_shards(out_dir: str | os.PathLike, n_images: int, make_shard: Callable
     log.info("%s: %d features of %d images", out_dir, total, len(images))
 
 
-def _write_shard(path: Path, make_shard, images: range) -> None:
+def _write_shard(path: Path, make_shard, images: range, key: str) -> tuple[int, str, int]:
     """Extract one shard's images and save them; their arrays are freed when this returns."""
-    save_npz(path, **make_shard(images))
+    arrays = make_shard(images)
+    save_npz(path, **arrays)
+    return _summary(arrays, key)
+
+
+def _summary(shard, key: str) -> tuple[int, str, int]:
+    """(dim, dtype, rows) of a shard's ``key`` array, as the manifest records them."""
+    return shard[key].shape[1], str(shard[key].dtype), int(shard["offsets"][-1])
 
 
 def _local_features(extract, images: range, batched: bool, workers: int) -> dict[str, np.ndarray]:
