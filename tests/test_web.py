@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_query import _params, build_mini_cnn_index, build_mini_index
 
-from instance_search import cli
+from instance_search import cli, methods
 from instance_search.index import load_index
 from instance_search.web import app as web
 
@@ -37,6 +37,13 @@ def mini_params(tmp_path_factory):
 def index(tmp_path_factory):
     index_dir, _ = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
     return load_index(index_dir)
+
+
+@pytest.fixture(scope="module")
+def every_index(tmp_path_factory, index):
+    """One mini index of each registered method (sift first), on the same 15 images."""
+    base = tmp_path_factory.getbasetemp() / "mini-index"
+    return [index] + [load_index(build_mini_cnn_index(base, m)) for m in methods.names() if m != "sift"]
 
 
 @pytest.fixture
@@ -96,6 +103,22 @@ def test_query_answers_with_windows(client, index):
     assert all(len(h["window"]) == 4 and h["thumb"].startswith("/api/indexes/1/images/") for h in answer["hits"])
     assert "path" not in answer["hits"][0]  # the server's file system is not shown
     assert set(answer["timings"]) >= {"extract", "rank", "rerank", "server"}
+
+
+def test_indexes_of_every_method_are_listed(every_index, uploads, mini_params):
+    """The page's first call answers for each method alone and for all together, saying what the
+    re-ranking checkbox does for each (asked of the method: their params differ)."""
+    assert sorted(ix.method.name for ix in every_index) == sorted(methods.names())
+    for chosen in [[ix] for ix in every_index] + [every_index]:
+        client = web.create_app(chosen, params=mini_params, upload_dir=uploads).test_client()
+        r = client.get("/api/indexes")
+        assert r.status_code == 200, r.get_json()
+        listed = r.get_json()["indexes"]
+        assert [ix["name"] for ix in listed] == [ix.name for ix in chosen]
+        assert all(ix["second_stage"] and ix["n_database"] == 15 for ix in listed)
+    stages = {ix.method.name: ix.method.second_stage(mini_params[ix.method.name]) for ix in every_index}
+    assert stages["gem"] == "alpha-QE over the top 2" and "best proposal" in stages["frcnn"]
+    assert "spatial verification" in stages["sift"] and "best sliding window" in stages["blcf"]
 
 
 def test_query_of_the_frcnn_index_finds_the_other_views(tmp_path_factory, mini_params, uploads):
@@ -413,3 +436,45 @@ def test_page_end_to_end_in_chromium(browser, server, index, uploads, tmp_path):
     picture = cv2.imread(str(shot))
     assert shot.stat().st_size > 20_000 and picture.shape[1] >= 1000
     assert picture.std() > 20  # not a blank page
+
+
+@pytest.fixture
+def every_server(every_index, uploads, mini_params):
+    srv = web.make_server(every_index, 0, upload_dir=uploads, params=mini_params)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}/"
+    srv.shutdown()
+    thread.join(10)
+
+
+def test_page_of_every_method_in_chromium(browser, every_server, every_index, mini_params):
+    """One server with an index of each method: the page loads, and for each index a box drawn on a
+    thumbnail's image returns its results, a view of the same object first, and the re-ranking checkbox
+    says what it does for that method."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(every_server)
+    wait.until(lambda b: b.find_element(By.ID, "canvas").get_attribute("data-ready") == "1")
+    options = [o.text for o in Select(browser.find_element(By.ID, "index")).options]
+    assert options == [f"{ix.name} (15 images)" for ix in every_index]
+    for i, ix in enumerate(every_index):
+        Select(browser.find_element(By.ID, "index")).select_by_value(str(i))
+        label = browser.find_element(By.ID, "rerank-label").get_attribute("title")
+        assert label == ix.method.second_stage(mini_params[ix.method.name]), ix.name
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#database img")) == 15)
+        browser.find_element(By.CSS_SELECTOR, "#database img[title=obj03_v0]").click()
+        wait.until(lambda b: b.find_element(By.ID, "query-name").text.startswith("obj03_v0 ")
+                   and b.find_element(By.ID, "canvas").get_attribute("data-ready") == "1")
+        canvas = browser.find_element(By.ID, "canvas")
+        w, h = canvas.size["width"], canvas.size["height"]
+        (ActionChains(browser).move_to_element_with_offset(canvas, round(-0.3 * w), round(-0.3 * h))
+         .click_and_hold().move_by_offset(round(0.3 * w), round(0.3 * h)).move_by_offset(round(0.3 * w), round(0.3 * h))
+         .release().perform())
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("15 results"))
+        first = browser.find_element(By.CSS_SELECTOR, "#results .card figcaption").text
+        assert first.split(" · ")[-1].startswith("obj03_v"), (ix.name, first)  # a view of the object
+        assert "error" not in browser.find_element(By.ID, "status").get_attribute("class"), ix.name

@@ -60,6 +60,8 @@ class Method(Protocol):
     # Its second-stage options, compared side by side (the options step): name -> the overrides of its
     # params section that select it (each with expansion off, but an expansion option)
     def options(self, p: dict) -> dict[str, dict]: ...
+    # What its re-ranking and expansion do under these params, in a few words for the user (the page)
+    def second_stage(self, p: dict) -> str: ...
 
     # building an index
     # part (i, n): only part i of n of the images, into a part folder that gather joins with the others

@@ -201,6 +201,14 @@ class BagOfWords:
         """Re-ranking by best sliding window or by spatial verification, without expansion."""
         return {mode: {"rerank": {"mode": mode}, "expand": {"mode": "none"}} for mode in ("window", "sv")}
 
+    def second_stage(self, p: dict) -> str:
+        r, e = p["rerank"], p["expand"]
+        if r["candidates"] == 0:
+            return "no re-ranking"
+        how = {"window": "best sliding window", "sv": "spatial verification"}[r["mode"]]
+        expand = "" if e["mode"] == "none" else f", then {e['mode']} over the top {e['neighbours']}"
+        return f"top {r['candidates']} re-ranked by {how}{expand}"
+
     # building ---------------------------------------------------------------------------------
     def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
                 part: tuple[int, int] | None = None) -> None:

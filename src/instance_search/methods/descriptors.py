@@ -85,6 +85,13 @@ class GlobalMethod:
         return {"diffusion": {"rerank": {"mode": "diffusion"}, "expand": {"mode": "none"}},
                 "aqe": {"rerank": {"mode": "none"}, "expand": {"mode": "aqe"}}}
 
+    def second_stage(self, p: dict) -> str:
+        r, e = p["rerank"], p["expand"]
+        parts = ["diffusion over the database's k-NN graph"] if r["mode"] == "diffusion" else []
+        if e["mode"] == "aqe":
+            parts.append(f"alpha-QE over the top {e['neighbours']}")
+        return ", then ".join(parts) or "no re-ranking"
+
     # building ---------------------------------------------------------------------------------
     @staticmethod
     def _extractor(p: dict, device: str | None = None) -> Extractor:

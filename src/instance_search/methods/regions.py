@@ -103,6 +103,13 @@ class RegionMethod:
         """Its one re-ranking, by best proposal, without expansion."""
         return {"regions": {"expand": {"mode": "none"}}}
 
+    def second_stage(self, p: dict) -> str:
+        r, e = p["rerank"], p["expand"]
+        if r["candidates"] == 0:
+            return "no re-ranking"
+        expand = "" if e["mode"] == "none" else f", then {e['mode']} over the top {e['neighbours']}"
+        return f"top {r['candidates']} re-ranked by best proposal{expand}"
+
     # building ---------------------------------------------------------------------------------
     def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
                 part: tuple[int, int] | None = None) -> None:

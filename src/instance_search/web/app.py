@@ -251,7 +251,7 @@ def create_app(indexes: list[Index], *, params: dict, params_source: str = "para
         return jsonify(
             indexes=[{"id": i, "name": ix.name, "path": str(ix.path), "n_database": ix.n_database,
                       "first_query_image": _first_query_image(ix),
-                      "rerank_candidates": params[ix.method.name]["rerank"]["candidates"],
+                      "second_stage": ix.method.second_stage(params[ix.method.name]),
                       "params_source": params_source}
                      for i, ix in enumerate(indexes)],
             similarities=list(SIMILARITIES), max_upload_bytes=max_upload_bytes, max_results=MAX_RESULTS)

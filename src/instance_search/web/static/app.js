@@ -240,7 +240,10 @@ async function start() {
   for (const ix of state.config.indexes) $("index").add(new Option(`${ix.name} (${ix.n_database} images)`, ix.id));
   for (const s of state.config.similarities) $("similarity").add(new Option(s, s));
   $("result-count").max = state.config.max_results;
-  $("index").addEventListener("change", () => { loadDatabase(true); if (state.query) search(); });
+  // What the checkbox turns on differs by method: the server asks each index's method (second_stage).
+  const secondStage = () => { $("rerank-label").title = state.config.indexes[currentIndex()].second_stage; };
+  secondStage();
+  $("index").addEventListener("change", () => { secondStage(); loadDatabase(true); if (state.query) search(); });
   for (const id of ["similarity", "rerank"]) $(id).addEventListener("change", () => { if (state.query) search(); });
   $("result-count").addEventListener("change", () => { if (state.query) search(); });
   $("whole").addEventListener("click", () => { state.box = null; draw(); search(); });
