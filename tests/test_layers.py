@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "instance_search"
 # The layer of each part of the package, lowest first; a module may import only from its own layer or below.
 LAYERS = [
-    {"errors", "io", "config", "groundtruth", "metrics", "download", "threads", "retrieval"},
+    {"errors", "io", "config", "groundtruth", "metrics", "download", "threads", "versions", "retrieval"},
     {"features", "datasets", "weights"},  # weights: the pretrained files of features, fetched like datasets
     {"methods"},
     {"index", "engine", "ranking_files", "evaluate", "report", "steps", "photos", "runner"},

@@ -9,6 +9,7 @@ config is visible in its feature count.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from instance_search import cli, methods, steps
+from instance_search import cli, methods, steps, versions
 from instance_search.config import load_params
 from instance_search.datasets import synthetic
 from instance_search.datasets.prepare import prepare
@@ -31,7 +32,7 @@ from instance_search.query import format_text, parse_box, run_query, write_monta
 REPO = Path(__file__).resolve().parents[1]
 MAX_FEATURES = 300
 RERANK_CANDIDATES = 8
-MINI = dict(objects=3, views=3, distractors=6, width=320, height=240, jpeg_quality=90)
+MINI = dict(objects=3, views=3, distractors=6, width=320, height=240, jpeg_quality=90, queries=1)
 
 
 def _build(params: dict, method: str, gnd: Path, index: Path) -> None:
@@ -263,6 +264,30 @@ def _broken_index(index_dir: Path, tmp_path: Path, missing: str) -> Path:
     copy = _copy_index(index_dir, tmp_path)
     (copy / missing).unlink()
     return copy
+
+
+def test_an_index_built_under_other_versions_warns_once(mini, tmp_path, caplog, capsys):
+    """The manifest records the byte-deciding libraries' versions; loading it under others warns once per
+    index (the page reloads indexes), naming each package and both versions, and still answers."""
+    index_dir, params_file, index = mini
+    assert index.manifest["versions"] == versions.installed() and "numpy" in index.manifest["versions"]
+    copy = _copy_index(index_dir, tmp_path)
+    manifest = json.loads((copy / "index" / "manifest.json").read_text())
+    manifest["versions"].update(numpy="1.0.0", pillow="9.9.9")
+    (copy / "index" / "manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level(logging.WARNING, logger="instance_search.versions")
+    again = load_index(copy)
+    load_index(copy)
+    warned = [r.getMessage() for r in caplog.records if r.name == "instance_search.versions"]
+    here = versions.installed()
+    assert len(warned) == 1, warned
+    assert f"numpy 1.0.0 (built) vs {here['numpy']} (here)" in warned[0]
+    assert f"pillow 9.9.9 (built) vs {here['pillow']} (here)" in warned[0] and "torch" not in warned[0]
+    q = again.gnd.queries[0]
+    assert _run(again, params_file, again.image_path(q.image), q.box, results=3).hits
+    caplog.clear()
+    load_index(index_dir)  # built here: nothing to say
+    assert not [r for r in caplog.records if r.name == "instance_search.versions"]
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -16,7 +16,7 @@ from instance_search.datasets.oxford import load_oxford
 from instance_search.errors import InstanceSearchError
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(objects=3, views=4, distractors=5, width=320, height=240, jpeg_quality=85)
+SMALL = dict(objects=3, views=4, distractors=5, width=320, height=240, jpeg_quality=85, queries=1)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -93,6 +93,30 @@ def test_oxford_adapter_round_trips(small):
         assert sorted(names[i] for i in q.good + q.ok + q.junk) == [f"{obj}_v{v}" for v in range(4)]
         qline = (small / "gt" / f"{q.name}_query.txt").read_text().split()
         assert list(q.box) == [float(v) for v in qline[1:]]
+
+
+def test_every_good_view_up_to_the_count_is_a_query(small, tmp_path):
+    """queries > 1: an object's first good views, in view order, each with the object's lists; the images
+    are those of one query a object (only the ground truth grows)."""
+    out = tmp_path / "many"
+    counts = synthetic.generate(out, seed=7, **{**SMALL, "queries": 3})
+    assert {k: v for k, v in _files(out).items() if k.startswith("jpg/")} == \
+        {k: v for k, v in _files(small).items() if k.startswith("jpg/")}
+    gnd = load_oxford("synthetic", out / "jpg", out / "gt")
+    names = [im.name for im in gnd.images]
+    assert counts["queries"] == len(gnd.queries) > 3
+    for i in (1, 2, 3):
+        obj = f"obj0{i}"
+        good = (out / "gt" / f"{obj}_1_good.txt").read_text().split()
+        mine = [q for q in gnd.queries if q.name.startswith(obj + "_")]
+        assert [q.name for q in mine] == [f"{obj}_{k}" for k in range(1, len(mine) + 1)]
+        assert [names[q.image] for q in mine] == good[:3]  # sorted names: view order (views < 10)
+        assert all(q.good == mine[0].good and q.junk == mine[0].junk and q.ok == mine[0].ok for q in mine)
+        for q in mine:
+            x1, y1, x2, y2 = q.box
+            assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 240
+    with pytest.raises(InstanceSearchError, match="queries >= 1"):
+        synthetic.generate(tmp_path / "none", seed=7, **{**SMALL, "queries": 0})
 
 
 def test_output_is_replaced_whole_and_no_temporary_folder_remains(small, tmp_path):

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import groundtruth, methods
+from . import groundtruth, methods, versions
 from .download import sha256_file as sha256
 from .errors import InstanceSearchError
 from .io import load_npz, read_json, replace_dir, save_npz, write_json
@@ -58,6 +58,7 @@ def write(out_dir: str | os.PathLike, method: Method, files: dict[str, dict], *,
         "encode": encoding,
         "model": {"file": os.path.relpath(Path(model).resolve(), out_dir.resolve()), "sha256": sha256(model)},
         "files": {f"{name}.npz": sha256(tmp / f"{name}.npz") for name in sorted(files)},
+        "versions": versions.installed(),  # the libraries that decided these bytes (load_index compares)
     })
     replace_dir(tmp, out_dir)
 
@@ -190,4 +191,6 @@ def load_index(path: str | os.PathLike) -> Index:
             extraction_settings(path / FEATURES_DIR) != index.manifest["extraction"]:
         raise InstanceSearchError(f"{path / FEATURES_DIR}: extracted with other settings than the index was encoded "
                                   "with; re-run encode (snakemake / dvc repro)")
+    # an index of before versions were recorded has none: nothing to compare
+    versions.warn_if_built_elsewhere(str(path), tuple(sorted(index.manifest.get("versions", {}).items())))
     return index

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import io, threads
+from . import io, threads, versions
 from .config import load_params
 from .errors import InstanceSearchError
 
@@ -150,6 +150,7 @@ def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], N
         # after main, so that a failure prints its one line alone
         log.info("%d CPU thread(s)%s; in use at the end: %s", n, " (compute.threads)" if compute else "",
                  threads.in_use())
+        log.info("versions: %s", versions.line())  # what decided the bytes written, besides code and params
     except InstanceSearchError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.error(msg)  # stderr shows "error: <msg>"; the log file keeps it with a timestamp

@@ -10,9 +10,14 @@ occluded so that the Oxford categories all occur; the labels are *measured* on t
 - ok: 25% to 60% visible;
 - junk: under 25% visible.
 
-Layout written (``out_dir``): ``jpg/obj01_v0.jpg ... distractor_000.jpg ...``, ``gt/obj01_1_query.txt``
-(``oxc1_obj01_v0 x1 y1 x2 y2``, view 0 is the query) and ``gt/obj01_1_{good,ok,junk}.txt``, and
-``README.txt``. Everything comes from one seeded ``numpy`` Generator, so a seed gives the same bytes.
+Each object's good views (the first ``queries`` of them, in view order; view 0 is planned as one) are its
+queries, as Oxford has five a landmark, all with the object's positives and junk: a mean over one query
+an object moves with the smallest change of the pixels (README, Embedded benchmark).
+
+Layout written (``out_dir``): ``jpg/obj01_v0.jpg ... distractor_000.jpg ...``, ``gt/obj01_K_query.txt``
+(``oxc1_obj01_vN x1 y1 x2 y2``: query K is the object's K-th good view), ``gt/obj01_K_{good,ok,junk}.txt``
+(the same lists for every K) and ``README.txt``. Everything comes from one seeded ``numpy`` Generator,
+so a seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -310,11 +315,12 @@ def _box(visible: np.ndarray) -> tuple[int, int, int, int]:
 # ---------------------------------------------------------------- the dataset
 
 def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int, distractors: int,
-             width: int, height: int, jpeg_quality: int) -> dict[str, int]:
-    """Write the benchmark into ``out_dir`` (replaced atomically); return the count of each category."""
-    if objects < 1 or views < 2 or distractors < 0 or min(width, height) < 64:
-        raise InstanceSearchError(
-            "datasets.synthetic.generator: need objects >= 1, views >= 2, distractors >= 0, width/height >= 64")
+             width: int, height: int, jpeg_quality: int, queries: int = 1) -> dict[str, int]:
+    """Write the benchmark into ``out_dir`` (replaced atomically); return the count of each category
+    and of the queries."""
+    if objects < 1 or views < 2 or distractors < 0 or min(width, height) < 64 or queries < 1:
+        raise InstanceSearchError("datasets.synthetic.generator: need objects >= 1, views >= 2, distractors >= 0, "
+                                  "width/height >= 64, queries >= 1")
     rng = np.random.default_rng(seed)
     tiles, leftovers = _split_tiles(rng, [_load_source(r) for r in OBJECT_SOURCES], objects)
     material = leftovers + [_load_source(r) for r in BACKGROUND_SOURCES]
@@ -329,7 +335,7 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
     try:
         (tmp / "jpg").mkdir()
         (tmp / "gt").mkdir()
-        counts = {"good": 0, "ok": 0, "junk": 0}
+        counts = {"good": 0, "ok": 0, "junk": 0, "queries": 0}
         digits = max(2, len(str(objects)))
         for i, (obj, obj_rng) in enumerate(zip(tiles, object_rngs), start=1):
             name = f"obj{i:0{digits}d}"
@@ -339,7 +345,7 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
                 image, visible, visibility = _render_view(view_rng, obj, material, plan, width, height)
                 (tmp / "jpg" / f"{name}_v{v}.jpg").write_bytes(_jpeg(image, jpeg_quality).tobytes())
                 rendered.append(View(f"{name}_v{v}", _label(visibility), visibility, _box(visible)))
-            _write_gt(tmp / "gt", name, rendered)
+            counts["queries"] += _write_gt(tmp / "gt", name, rendered, queries)
             for view in rendered:
                 counts[view.label] += 1
         digits = max(3, len(str(distractors - 1)))
@@ -348,8 +354,8 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
             _clutter(d_rng, canvas, material, int(d_rng.integers(1, 4)))
             (tmp / "jpg" / f"distractor_{d:0{digits}d}.jpg").write_bytes(
                 _jpeg(_degrade(d_rng, canvas), jpeg_quality).tobytes())
-        (tmp / "README.txt").write_text(_readme(seed, objects, views, distractors, width, height, jpeg_quality, counts),
-                                        encoding="utf-8")
+        (tmp / "README.txt").write_text(_readme(seed, objects, views, distractors, width, height, jpeg_quality,
+                                                queries, counts), encoding="utf-8")
         io.replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -360,31 +366,36 @@ def generate(out_dir: str | os.PathLike, *, seed: int, objects: int, views: int,
     return counts
 
 
-def _write_gt(gt_dir: Path, name: str, views: list[View]) -> None:
-    """Oxford's files: the query line names the image with the ``oxc1_`` prefix, lists do not."""
-    query = views[0]
-    (gt_dir / f"{name}_1_query.txt").write_text(
-        f"oxc1_{query.name} " + " ".join(f"{c:.1f}" for c in query.box) + "\n", encoding="utf-8")
-    for label in ("good", "ok", "junk"):
-        names = sorted(v.name for v in views if v.label == label)
-        (gt_dir / f"{name}_1_{label}.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+def _write_gt(gt_dir: Path, name: str, views: list[View], queries: int) -> int:
+    """Oxford's files, a set per query (its first good views; view 0, planned as a query, when none is
+    good): the query line names the image with the ``oxc1_`` prefix, lists do not. Returns the count."""
+    chosen = [v for v in views if v.label == "good"][:queries] or views[:1]
+    lists = {label: "".join(n + "\n" for n in sorted(v.name for v in views if v.label == label))
+             for label in ("good", "ok", "junk")}
+    for k, query in enumerate(chosen, start=1):
+        (gt_dir / f"{name}_{k}_query.txt").write_text(
+            f"oxc1_{query.name} " + " ".join(f"{c:.1f}" for c in query.box) + "\n", encoding="utf-8")
+        for label, text in lists.items():
+            (gt_dir / f"{name}_{k}_{label}.txt").write_text(text, encoding="utf-8")
+    return len(chosen)
 
 
 def _readme(seed: int, objects: int, views: int, distractors: int, width: int, height: int, jpeg_quality: int,
-            counts: dict[str, int]) -> str:
+            queries: int, counts: dict[str, int]) -> str:
     return f"""Embedded instance-retrieval benchmark (generated by instance_search.datasets.synthetic).
 
-Parameters: seed={seed} objects={objects} views={views} distractors={distractors} size={width}x{height} jpeg_quality={jpeg_quality}
+Parameters: seed={seed} objects={objects} views={views} distractors={distractors} size={width}x{height} jpeg_quality={jpeg_quality} queries={queries}
 The same parameters and package versions give byte-identical files.
 
-jpg/objNN_vK.jpg      view K of object NN (view 0 is the query image)
+jpg/objNN_vK.jpg      view K of object NN
 jpg/distractor_N.jpg  images that contain none of the objects
-gt/objNN_1_query.txt  "oxc1_<image> x1 y1 x2 y2": the box of the visible object in the query image
-gt/objNN_1_good.txt   views with >= {GOOD_MIN:.0%} of the object visible (the query image included)
-gt/objNN_1_ok.txt     views with {OK_MIN:.0%}-{GOOD_MIN:.0%} visible (occluded on purpose)
-gt/objNN_1_junk.txt   views with < {OK_MIN:.0%} visible (ignored by the Oxford protocol)
+gt/objNN_Q_query.txt  "oxc1_<image> x1 y1 x2 y2": query Q of object NN, its Q-th good view (at most
+                      {queries} an object), and the box of the visible object in it
+gt/objNN_Q_good.txt   views with >= {GOOD_MIN:.0%} of the object visible (the query images included)
+gt/objNN_Q_ok.txt     views with {OK_MIN:.0%}-{GOOD_MIN:.0%} visible (occluded on purpose)
+gt/objNN_Q_junk.txt   views with < {OK_MIN:.0%} visible (ignored by the Oxford protocol)
 
-Views: good {counts['good']}, ok {counts['ok']}, junk {counts['junk']}.
+Views: good {counts['good']}, ok {counts['ok']}, junk {counts['junk']}; queries {counts['queries']}.
 Objects are tiles of the sample photographs shipped with scikit-image (skimage/data) and scikit-learn
 (china.jpg, flower.jpg), under a random perspective warp (corners moved up to {MAX_PERSPECTIVE:.0%} of the side),
 rotation (up to {MAX_ROTATION_DEG} degrees), scale (10%-60% of the image), gain/gamma, blur, noise and JPEG
