@@ -569,7 +569,7 @@ def test_registry_covers_every_dataset_with_http_addresses():
                              "revisitop1m"}
     for ds in DATASETS.values():
         for a in ds.archives + tuple(a.fallback for a in ds.archives if a.fallback):
-            assert a.urls and all(u.startswith(("http://", "https://")) for u in a.urls)
+            assert a.urls and all(u.startswith(("http://", "https://", "ftp://")) for u in a.urls)
             assert all(u.endswith("/" + a.filename) for u in a.urls)
             assert a.kind in ("images", "groundtruth") and a.est_bytes > 0
             assert a.unpack == a.filename.endswith((".tgz", ".tar.gz", ".zip", ".rar"))

@@ -17,8 +17,9 @@ from test_oxford import _jpeg
 IMLIST = ["INSTRE-S1/01a_canada_book/001.jpg", "INSTRE-S1/01a_canada_book/002.jpg",
           "INSTRE-S2/05_toy/001.jpg", "INSTRE-M/01_canada_book_toy/001.jpg"]
 QIMLIST = ["INSTRE-S1/01a_canada_book/000.jpg", "INSTRE-S2/05_toy/000.jpg"]
-# Per query: positives as MATLAB 1-based indices into IMLIST, box as [x, y, w, h].
-GND = [([1, 2, 4], [2, 3, 20, 15]), ([3], [0, 0, 40, 30])]
+# Per query: positives as MATLAB 1-based indices into IMLIST, box as [x1, y1, x2, y2] (as the
+# published gnd_instre.mat gives it: tests/test_realdata_gt.py reads that file).
+GND = [([1, 2, 4], [2, 3, 22, 18]), ([3], [0, 0, 40, 30])]
 
 
 def _cell(items) -> np.ndarray:
@@ -56,15 +57,17 @@ def test_structure_indices_and_boxes(instre):
     assert gnd.images[2].name == "INSTRE-S2/05_toy/001"  # the folder keeps repeated file names apart
     book, toy = gnd.queries
     assert (book.image, book.good, book.ok, book.junk) == (4, (0, 1, 3), (), ())  # 1-based -> 0-based
-    assert book.box == (2.0, 3.0, 22.0, 18.0)  # [x, y, w, h] -> [x1, y1, x2, y2]
+    assert book.box == (2.0, 3.0, 22.0, 18.0)  # [x1, y1, x2, y2] by default, as the published file
     assert (toy.image, toy.good, toy.box) == (5, (2,), (0.0, 0.0, 40.0, 30.0))  # one positive (squeezed by scipy)
     assert book.name == "INSTRE-S1/01a_canada_book/000"
 
 
-def test_box_format_xyxy_reads_corners(instre):
+def test_box_format_xywh_on_request(instre):
     write_gnd_mat(instre / "gnd_instre.mat", gnd=[([1], [2, 3, 20, 15]), ([3], [0, 0, 40, 30])])
-    gnd = load_instre("instre", instre, instre / "gnd_instre.mat", box_format="xyxy")
-    assert gnd.queries[0].box == (2.0, 3.0, 20.0, 15.0)
+    gnd = load_instre("instre", instre, instre / "gnd_instre.mat", box_format="xywh")
+    assert gnd.queries[0].box == (2.0, 3.0, 22.0, 18.0)  # [x, y, w, h] -> [x1, y1, x2, y2]
+    assert gnd.queries[1].box == (0.0, 0.0, 40.0, 30.0)
+    assert load_instre("instre", instre, instre / "gnd_instre.mat").queries[0].box == (2.0, 3.0, 20.0, 15.0)
 
 
 def test_prepare_reads_format_instre(instre, tmp_path):
@@ -86,15 +89,15 @@ BROKEN = {
                    {}, "key gnd missing"),
     "no bbx field": (_mat(fields=("ok",)), {}, "struct array with fields ok and bbx"),
     "one gnd entry short": (_mat(gnd=GND[:1]), {}, "one per qimlist entry (2)"),
-    "0-based indices": (_mat(gnd=[([0, 1], [2, 3, 20, 15]), ([3], [0, 0, 40, 30])]), {},
+    "0-based indices": (_mat(gnd=[([0, 1], [2, 3, 22, 18]), ([3], [0, 0, 40, 30])]), {},
                         "query 1 (INSTRE-S1/01a_canada_book/000.jpg): index 0 is not an imlist entry (1..4"),
-    "index past the end": (_mat(gnd=[([1], [2, 3, 20, 15]), ([5], [0, 0, 40, 30])]), {}, "index 5 is not an imlist entry"),
-    "box outside the image": (_mat(gnd=[([1], [25, 3, 20, 15]), ([3], [0, 0, 40, 30])]), {},
+    "index past the end": (_mat(gnd=[([1], [2, 3, 22, 18]), ([5], [0, 0, 40, 30])]), {}, "index 5 is not an imlist entry"),
+    "box outside the image": (_mat(gnd=[([1], [25, 3, 45, 18]), ([3], [0, 0, 40, 30])]), {},
                               "box 25 3 45 18 is empty or not inside"),
     "image missing": (lambda r: (r / IMLIST[2]).unlink(), {}, "image INSTRE-S2/05_toy/001.jpg not found under"),
     "count mismatch": (None, {"expect": {"images": 28543, "queries": 1250}}, "found 6 images, expected 28543"),
     "bad box format": (None, {"box_format": "cxcywh"}, "datasets.instre.box_format: 'cxcywh'"),
-    "no positives": (_mat(gnd=[([], [2, 3, 20, 15]), ([3], [0, 0, 40, 30])]), {}, "no positive images"),
+    "no positives": (_mat(gnd=[([], [2, 3, 22, 18]), ([3], [0, 0, 40, 30])]), {}, "no positive images"),
 }
 
 
@@ -109,6 +112,11 @@ def test_bad_input_is_a_one_line_error(instre, case):
 
 
 def test_box_error_points_at_the_box_format_key(instre):
-    write_gnd_mat(instre / "gnd_instre.mat", gnd=[([1], [30, 3, 20, 15]), ([3], [0, 0, 40, 30])])
-    with pytest.raises(InstanceSearchError, match="check datasets.instre.box_format"):
+    # x, y, w, h boxes read as the default corners: both boxes are empty (x2 < x1), one line counts them
+    write_gnd_mat(instre / "gnd_instre.mat", gnd=[([1], [30, 3, 5, 15]), ([3], [10, 10, 5, 5])])
+    with pytest.raises(InstanceSearchError) as exc:
         load_instre("instre", instre, instre / "gnd_instre.mat")
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("2 of 2 query boxes read as xyxy are empty or outside their image")
+    assert "set datasets.instre.box_format: xywh in params.yaml" in msg
+    assert load_instre("instre", instre, instre / "gnd_instre.mat", box_format="xywh").queries[1].box == (10, 10, 15, 15)

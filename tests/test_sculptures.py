@@ -73,3 +73,70 @@ def test_bad_input_is_a_one_line_error(sculptures, case):
     with pytest.raises(InstanceSearchError) as exc:
         load_sculptures("s", sculptures / "images", sculptures / "gt", **kw)
     assert "\n" not in str(exc.value) and expected in str(exc.value)
+
+
+# --- the single-file layout (sculptures6k_evaluation/sculptures6k_gt.txt, as NelleV/SORBB reads it) --
+
+def _single_file(root, lines, where="sculptures6k_evaluation/sculptures6k_gt.txt"):
+    path = root / "gt1" / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["sculptures6k ground truth: query, box, positives, ignore", *lines]) + "\n")
+    return path
+
+
+# The fixture's three queries in one file: name, box line, positives, ignore (the train query first).
+SINGLE = ["Henry_Moore_Arch_Leg_0000.jpg", "1 1 20 20", "Henry_Moore_Arch_Leg_0001.jpg", "",
+          "Rodin_Stanford_0250.jpg", "0 0 32 24", "Rodin_Stanford_0250.jpg Rodin_Stanford_0251.jpg", "Rodin_Kiss_0253.jpg",
+          "Henry_Moore_Knife_0252.jpg", "4 2 30 20", "Henry_Moore_Knife_0252.jpg", ""]
+
+
+def test_single_file_layout_is_chosen_by_what_is_on_disk(sculptures):
+    _single_file(sculptures, SINGLE)
+    gnd = load_sculptures("sculptures6k", sculptures / "images", sculptures / "gt1", expect={"images": 4, "queries": 2})
+    assert [im.name for im in gnd.images] == ["Henry_Moore_Knife_0252", "Rodin_Kiss_0253",
+                                             "Rodin_Stanford_0250", "Rodin_Stanford_0251"]
+    knife, stanford = gnd.queries  # named after their query image; sorted
+    assert (knife.name, knife.image, knife.good, knife.box) == ("Henry_Moore_Knife_0252", 0, (0,), (4.0, 2.0, 30.0, 20.0))
+    # positives on one line are good (the file has no ok class); the ignore line is junk
+    assert (stanford.good, stanford.ok, stanford.junk) == ((2, 3), (), (1,))
+    lists = load_sculptures("sculptures6k", sculptures / "images", sculptures / "gt")
+    assert [q.box for q in gnd.queries] == [q.box for q in lists.queries]  # the same boxes as the per-query lists
+    train = load_sculptures("s", sculptures / "images", sculptures / "gt1", half="train")
+    assert [q.name for q in train.queries] == ["Henry_Moore_Arch_Leg_0000"] and train.n_database == 3
+
+
+def test_single_file_given_directly_and_without_box_lines(sculptures, tmp_path):
+    lines = list(SINGLE)
+    lines[5] = "-"  # not a box: the whole query image is the query
+    path = _single_file(sculptures, lines, where="sculptures6k_gt.txt")
+    params = {"datasets": {"sc": {"format": "sculptures", "images": str(sculptures / "images"), "groundtruth": str(path)}}}
+    gnd = prepare(params, "sc", tmp_path / "gnd.json")
+    stanford = gnd.queries[1]
+    assert stanford.name == "Rodin_Stanford_0250" and stanford.box == (0.0, 0.0, 32.0, 24.0)  # its 32x24 image
+    assert groundtruth.load(tmp_path / "gnd.json").to_dict() == gnd.to_dict()
+
+
+SINGLE_BROKEN = {
+    "lines not a multiple of 4": (SINGLE[:-1], "11 lines after the header, expected 4 a query"),
+    "positive of the other half": (SINGLE[:10] + ["Henry_Moore_Knife_0252.jpg Rodin_Thinker_0002.jpg", ""],
+                                   "line 12: image Rodin_Thinker_0002 is not in"),
+    "no positive": (SINGLE[:10] + ["", ""], "line 12: query Henry_Moore_Knife_0252 has no positive image"),
+    "no query of this half": (SINGLE[:4], "none of its 1 queries is an image of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_BROKEN))
+def test_single_file_bad_input_is_a_one_line_error(sculptures, case):
+    lines, expected = SINGLE_BROKEN[case]
+    _single_file(sculptures, lines)
+    with pytest.raises(InstanceSearchError) as exc:
+        load_sculptures("s", sculptures / "images", sculptures / "gt1")
+    assert "\n" not in str(exc.value) and expected in str(exc.value)
+
+
+def test_neither_layout_names_both(sculptures):
+    (sculptures / "gt1").mkdir()
+    with pytest.raises(InstanceSearchError) as exc:
+        load_sculptures("s", sculptures / "images", sculptures / "gt1")
+    assert "folder of the test half not found" in str(exc.value)
+    assert "sculptures6k_evaluation/sculptures6k_gt.txt" in str(exc.value)

@@ -1,27 +1,29 @@
 """Fetching, verifying and unpacking dataset archives.
 
-- :func:`download` fetches one file over HTTP(S) from an address and its mirrors into
-  ``<dest>.part``, resuming with Range requests, retrying with exponential back-off, and renames it
-  to ``dest`` only once it is complete and (when a hash is known) verified. A failure keeps the
-  ``.part`` so that the next run resumes it.
+- :func:`download` fetches one file over HTTP(S) or FTP from an address and its mirrors into
+  ``<dest>.part``, resuming (HTTP Range requests; FTP REST where the server allows it, else from the
+  start), retrying with exponential back-off, and renames it to ``dest`` only once it is complete
+  and (when a hash is known) verified. A failure keeps the ``.part`` so that the next run resumes it.
 - :func:`read_lock` / :func:`record_lock` keep the checked-in lock file: the sha256 of every archive,
   recorded the first time it is used (one log line says the lock changed and should be committed)
   and checked on every later run. In frozen mode (:func:`lock_frozen`: ``fetch.frozen`` in
   params.yaml or ``INSTANCE_SEARCH_FROZEN_LOCK=1``, as in CI) the lock is the only authority: an
   archive it has no sha256 for is refused (:func:`frozen_error`) instead of trusted on first use.
-- :func:`download` tries the https addresses first, then plain http ones (each group in the
-  registry's order): a plain-http copy is checked against the lock like any other.
+- :func:`download` tries the https addresses first, then the plain http and ftp ones (each group in
+  the registry's order): a plain copy is checked against the lock like any other.
 - :func:`unpack` unpacks tar(.gz), zip or rar into a temporary sibling folder that replaces the
   target only once complete, so a corrupt archive or a full disk leaves no half folder.
 
 Every failure is an :class:`InstanceSearchError` whose one line names the file or address and what
-to do. HTTP goes through ``requests``; ``rarfile`` is imported only for rar archives.
+to do. HTTP goes through ``requests``, FTP through the standard library's ``ftplib`` (anonymous,
+passive mode); ``rarfile`` is imported only for rar archives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ftplib
 import gzip
 import hashlib
 import json
@@ -38,6 +40,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
@@ -261,6 +264,106 @@ def _get_once(session: requests.Session, url: str, dest: Path, timeout: float, r
         raise _Transient(f"connection closed after {size} of {total} bytes")
 
 
+def _ftp_once(url: str, dest: Path, timeout: float, reserve: int) -> None:
+    """One anonymous passive-mode RETR of ``url`` into ``dest``.part, resuming with REST where the
+    server allows it. The file's size (SIZE) stands for HTTP's validator: a .part is resumed only
+    from the same address and the same size, and a short transfer is retried."""
+    part, meta_path = _part_paths(dest)
+    meta = {}
+    if part.exists() and meta_path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            meta = json.loads(meta_path.read_text())
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.path or parts.path.endswith("/"):
+        raise _Permanent("not an ftp address of a file")
+    remote = unquote(parts.path)
+    ftp = ftplib.FTP(timeout=timeout)
+    try:
+        try:
+            ftp.connect(parts.hostname, parts.port or 21)
+            ftp.login(unquote(parts.username or "anonymous"), unquote(parts.password or "anonymous@"))
+            ftp.voidcmd("TYPE I")  # binary: SIZE and REST count bytes
+            try:
+                total = ftp.size(remote)
+            except ftplib.error_perm as exc:
+                if str(exc).startswith("550"):  # no such file (SIZE is otherwise optional: then unknown)
+                    raise _Permanent(f"FTP {_first_line(exc)}") from None
+                total = None
+            same = meta.get("url") == url and meta.get("total") == total
+            offset = part.stat().st_size if part.exists() and same else 0
+            if total is not None and offset > total:
+                offset = 0
+            if total is not None and offset == total:
+                return  # the .part was already complete
+            check_free_space(dest.parent, (total - offset if total else 0) + reserve, f"downloading {dest.name}")
+            io.write_json(meta_path, {"url": url, "validator": None, "total": total})
+            if offset:
+                try:
+                    ftp.sendcmd(f"REST {offset}")
+                except ftplib.error_perm:
+                    log.info("%s: the server does not resume (REST); downloading from the start", url)
+                    offset = 0
+            with _PartFile(part, url, offset) as fh, tqdm(
+                    total=total, initial=offset, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
+                    mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr) as bar:
+                # the REST above applies to this RETR (ftplib's rest= would send it again, unchecked)
+                with ftp.transfercmd(f"RETR {remote}") as conn:
+                    while chunk := conn.recv(CHUNK):
+                        fh.write(chunk)
+                        bar.update(len(chunk))
+                ftp.voidresp()
+        except ftplib.error_perm as exc:  # 5xx: this address will not serve the file
+            raise _Permanent(f"FTP {_first_line(exc)}") from None
+        except (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto, EOFError, OSError) as exc:
+            raise _Transient(f"FTP {_first_line(exc)}") from None  # the network's: retried by the caller
+    finally:
+        with contextlib.suppress(Exception):
+            ftp.close()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _Transient(f"connection closed after {size} of {total} bytes")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+class _PartFile:
+    """``<dest>.part`` opened for appending (``offset``) or from the start; an error writing it (disk
+    full, not writable) is this machine's, reported as an :class:`InstanceSearchError`, never
+    mistaken for a network failure worth retrying."""
+
+    def __init__(self, part: Path, url: str, offset: int):
+        self.part, self.url = part, url
+        try:
+            self.fh = open(part, "ab" if offset else "wb")
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> InstanceSearchError:
+        if exc.errno in DISK_FULL:
+            return _disk_full(self.part, f"downloading {self.url} (the partial file is kept and resumed next time)")
+        return InstanceSearchError(f"{self.part}: cannot write it ({exc.strerror or exc}); "
+                                   f"check that {self.part.parent} is writable, then re-run")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.fh.write(data)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def __enter__(self) -> "_PartFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.fh.close()
+        except OSError as err:
+            if exc[0] is None:
+                raise self._error(err) from None
+
+
+
 def _fetch_url(session: requests.Session, url: str, dest: Path, attempts: int, base_delay: float,
                timeout: float, reserve: int) -> None:
     """Fetch one address, retrying transient failures with exponential back-off.
@@ -272,7 +375,10 @@ def _fetch_url(session: requests.Session, url: str, dest: Path, attempts: int, b
     while True:
         before = part.stat().st_size if part.exists() else 0
         try:
-            _get_once(session, url, dest, timeout, reserve)
+            if url.lower().startswith("ftp://"):
+                _ftp_once(url, dest, timeout, reserve)
+            else:
+                _get_once(session, url, dest, timeout, reserve)
             return
         except (_Permanent, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:

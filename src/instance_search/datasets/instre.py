@@ -6,15 +6,18 @@ The protocol's ground truth is one MATLAB file, ``gnd_instre.mat``, in the revis
                                 ("INSTRE-S1/01a_canada_book/001.jpg", ...)
     qimlist  1 x 1,250 cell    query image paths (images of the same tree, not in the database)
     gnd      1 x 1,250 struct  per query: ok  = its positives, 1-based indices into imlist (MATLAB)
-                                             bbx = the query box [x, y, w, h]
+                                             bbx = the query box [x1, y1, x2, y2]
 
 There is no junk class. 27,293 + 1,250 = 28,543 images, all of INSTRE-S1, -S2 and -M. The database
 images come first in the normalised file and the query images after them (``n_database``).
 
-Box convention. reference.md and the protocol's users that convert the box take ``bbx`` as
-[x, y, w, h]; one public loader says it is [x1, y1, x2, y2]. ``box_format`` (params
-``datasets.<name>.box_format``) chooses; a box that then falls outside its image is an error that
-names this key, so the wrong convention cannot pass silently on the real file.
+Box convention. The published ``gnd_instre.mat`` gives ``bbx`` as corners [x1, y1, x2, y2]: every
+x2 > x1 and y2 > y1, maxima 999 / 995 on images of at most 1000 px; read as [x, y, w, h], 664 of
+its 1,250 boxes fall outside their image (tests/test_realdata_gt.py reads the real file). The
+per-image ``.txt`` files of the INSTRE release give x, y, w, h instead, which is where the other
+convention comes from. ``box_format`` (params ``datasets.<name>.box_format``, default ``xyxy``)
+chooses; boxes that then fall outside their images are one error that counts them and names this
+key, so the wrong convention cannot pass silently on the real file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from .oxford import check_counts_before, clip_box, describe_images, inside_root,
 
 log = logging.getLogger(__name__)
 
-BOX_FORMATS = ("xywh", "xyxy")
+BOX_FORMATS = ("xyxy", "xywh")
+DEFAULT_BOX_FORMAT = "xyxy"  # what the published gnd_instre.mat holds
 
 
 def _read_mat(path: Path) -> dict:
@@ -85,7 +89,7 @@ def _box(value, box_format: str, path: Path, where: str) -> tuple[float, float, 
 
 
 def load_instre(name: str, images_dir: str | os.PathLike, gnd_mat: str | os.PathLike, *,
-                box_format: str = "xywh", expect: Mapping[str, int] | None = None,
+                box_format: str = DEFAULT_BOX_FORMAT, expect: Mapping[str, int] | None = None,
                 skip_unreadable: bool = False) -> GroundTruth:
     """INSTRE into the normalised ground truth: database = imlist, then the query-only images.
 
@@ -128,14 +132,21 @@ def load_instre(name: str, images_dir: str | os.PathLike, gnd_mat: str | os.Path
         if names[j] not in dropped:
             new_index[j] = len(new_index)
     n_kept = len(new_index)
-    queries = []
+    queries, outside = [], []
     for i, (ids, box, where) in enumerate(zip(positives, boxes, wheres)):
         image = images[n_kept + i]
         try:
             box = clip_box(path, box, image)
         except InstanceSearchError as exc:
-            raise InstanceSearchError(f"{exc} ({where}; if every box fails, check datasets.{name}.box_format)") from None
+            outside.append(f"{exc} ({where})")
+            continue
         queries.append(Query(name=image.name, image=n_kept + i, box=box, good=tuple(new_index[j] for j in ids)))
+    if outside:  # all counted in one line: many at once means the wrong box convention, not a bad box
+        other = next(f for f in BOX_FORMATS if f != box_format)
+        raise InstanceSearchError(
+            f"{len(outside)} of {len(boxes)} query boxes read as {box_format} are empty or outside their image, "
+            f"first: {outside[0]}; if many fail, set datasets.{name}.box_format: {other} in params.yaml "
+            f"(the published gnd_instre.mat holds x1,y1,x2,y2, i.e. xyxy)")
     result = GroundTruth(dataset=name, root=root.as_posix(), images=images, n_database=n_kept, queries=queries)
     result.validate(str(path))
     check_counts_before(result, expect, str(path), dropped)

@@ -266,6 +266,16 @@ def load_oxford(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathL
                 f"{gt_dir / (qname + '_good.txt')}: query {qname} has no positive image (its good and ok lists "
                 f"are empty); list its positives or remove the query")
         parsed.append((qfile, qname, image_name, box, lists))
+    return build_oxford(name, images_dir, found, parsed, gt_dir, expect=expect, skip_unreadable=skip_unreadable)
+
+
+def build_oxford(name: str, images_dir: str | os.PathLike, found: Mapping[str, Path], parsed: list, source: Path, *,
+                 expect: Mapping[str, int] | None = None, skip_unreadable: bool = False) -> GroundTruth:
+    """The normalised ground truth of parsed Oxford-style queries over the images ``found``.
+
+    ``parsed``: per query ``(file, name, image name, box or None, {good, ok, junk: names})``; a None
+    box is the whole query image. ``source`` names the ground truth in messages.
+    """
     bad: dict[str, io.UnreadableImage] = {}
     images = describe_images(images_dir, found.items(), unreadable=bad)
     protected = {n for _, _, image_name, _, lists in parsed for n in (image_name, *lists["good"], *lists["ok"])}
@@ -275,10 +285,12 @@ def load_oxford(name: str, images_dir: str | os.PathLike, gt_dir: str | os.PathL
     for qfile, qname, image_name, box, lists in parsed:
         ids = {kind: tuple(sorted(index[n] for n in lists[kind] if n not in dropped)) for kind in LISTS}
         image = index[image_name]
+        if box is None:
+            box = (0.0, 0.0, float(images[image].width), float(images[image].height))
         queries.append(Query(name=qname, image=image, box=clip_box(qfile, box, images[image]), **ids))
     gnd = GroundTruth(dataset=name, root=Path(images_dir).as_posix(), images=images, n_database=len(images),
                       queries=queries)
-    gnd.validate(str(gt_dir))
-    check_counts_before(gnd, expect, str(gt_dir), dropped)
+    gnd.validate(str(source))
+    check_counts_before(gnd, expect, str(source), dropped)
     log.info("%s: %d images, %d queries", name, len(images), len(queries))
     return gnd

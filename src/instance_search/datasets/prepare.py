@@ -3,7 +3,8 @@
 Every format reads ``images`` (the image folder) and ``groundtruth`` (a folder or file) from
 ``datasets.<name>``, and optionally ``expect`` (published counts to check: images, database,
 queries; absent = not checked, so small fixtures and subsets work). Format-specific keys:
-``skip`` (oxford, paris), ``half`` (sculptures), ``box_format`` (instre).
+``skip`` (oxford, paris), ``half`` (sculptures), ``box_format`` (instre: ``xyxy``, as the published
+``gnd_instre.mat`` holds its boxes, or ``xywh``).
 
 Every image the ground truth uses is decoded once, and every unreadable one is gathered: they are
 reported together in one line (count and names). ``skip_unreadable: true`` (any format) leaves out
@@ -22,7 +23,7 @@ from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
 from .distractors import add_distractors
 from .folder import load_folder
-from .instre import load_instre
+from .instre import DEFAULT_BOX_FORMAT, load_instre
 from .oxford import load_oxford
 from .paris import load_paris
 from .revisited import load_revisited
@@ -50,7 +51,7 @@ def _sculptures(name: str, cfg: dict) -> GroundTruth:
 
 
 def _instre(name: str, cfg: dict) -> GroundTruth:
-    return load_instre(name, cfg["images"], cfg["groundtruth"], box_format=cfg.get("box_format", "xywh"),
+    return load_instre(name, cfg["images"], cfg["groundtruth"], box_format=cfg.get("box_format", DEFAULT_BOX_FORMAT),
                        expect=cfg.get("expect"), skip_unreadable=_skip_unreadable(cfg))
 
 

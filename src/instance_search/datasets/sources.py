@@ -1,9 +1,11 @@
 """Where every real dataset comes from, and :func:`fetch_dataset`, which makes it present on disk.
 
 The registry is data: per dataset, its archives with their addresses (the official one first, then
-mirrors; https wherever the host is known to serve it), what they hold and whether they are
-unpacked. The download tries the https addresses first, then the plain http ones, each group in this
-order. :func:`fetch_dataset` downloads, verifies against the lock file and unpacks them into
+mirrors; https wherever the host is known to serve it; ftp where that is how the file is published),
+what they hold and whether they are unpacked. The download tries the https addresses first, then the
+plain http and ftp ones, each group in this order. An archive may name another release of the same
+content (``fallback``), tried when every address fails; a fallback that packs the archive's single
+file (``member``) has it extracted to the archive's own path and checked there as the archive. :func:`fetch_dataset` downloads, verifies against the lock file and unpacks them into
 ``<raw>/<dataset>/``:
 
     <raw>/<dataset>/<filename>          the archive as published (a manual copy goes here too)
@@ -47,6 +49,8 @@ class Archive:
     folder: str | None = None      # where it unpacks under <raw>/<dataset>/ (default: name less suffix)
     strip: int = 0                 # leading folders dropped when unpacking (to match another release)
     fallback: Archive | None = None  # another release of the same content, tried when all addresses fail
+    member: str | None = None      # for a fallback that packs its primary's one file: that member's path
+                                   # in the unpacked folder, extracted to the primary's own path
 
     @property
     def target(self) -> str | None:
@@ -65,11 +69,18 @@ _OX = "https://www.robots.ox.ac.uk/~vgg/data"
 _THOR = "https://thor.robots.ox.ac.uk/datasets"
 # cmp.felk.cvut.cz and ftp.irisa.fr serve the same paths over https (other public download code uses
 # these https addresses; not re-checked from this machine, which has no network): the lock checks the bytes.
-_REVISITOP = "https://cmp.felk.cvut.cz/revisitop/data/datasets"
+_REVISITOP = "https://cmp.felk.cvut.cz/revisitop/data/datasets"  # revisitop's python/download.py
+# The second copy of the revisited pickles, fetched by cnnimageretrieval-pytorch (cirtorch/datasets/testdataset.py).
+_CIRTORCH = "https://cmp.felk.cvut.cz/cnnimageretrieval/data/test"
 # https not confirmed for ptak.felk.cvut.cz: left as published (plain http; the lock checks the bytes).
 _R1M = "http://ptak.felk.cvut.cz/revisitop/revisitop1m"
-# The texmex server also answers FTP (ftp://ftp.irisa.fr/local/texmex/corpus/instre/) for manual copies.
+# INSTRE is published over FTP (every public user found fetches ftp://ftp.irisa.fr/...); the same
+# server's https is tried first (not confirmed from here), then the ftp address.
+_TEXMEX_FTP = "ftp://ftp.irisa.fr/local/texmex/corpus/instre"
 _TEXMEX = "https://ftp.irisa.fr/local/texmex/corpus/instre"
+# gnd_instre.mat's other known copy: inside test_script.zip (test_script/gnd_instre.mat) of the
+# protocol's author, as one public download script takes it.
+_ISCEN = "https://cmp.felk.cvut.cz/~iscenahm/files"
 
 
 def _ox(name: str, thor: str, filename: str, kind: str, est: int) -> Archive:
@@ -92,18 +103,23 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
     )),
     # The revisited protocols: one pickle each; the images are Oxford's and Paris'.
     Dataset("roxford5k", (
-        Archive("gnd_roxford5k.pkl", (f"{_REVISITOP}/roxford5k/gnd_roxford5k.pkl",), "groundtruth", False, 1 * MB),
+        Archive("gnd_roxford5k.pkl", (f"{_REVISITOP}/roxford5k/gnd_roxford5k.pkl",
+                                      f"{_CIRTORCH}/roxford5k/gnd_roxford5k.pkl"), "groundtruth", False, 1 * MB),
     ), requires=("oxford5k",)),
     Dataset("rparis6k", (
-        Archive("gnd_rparis6k.pkl", (f"{_REVISITOP}/rparis6k/gnd_rparis6k.pkl",), "groundtruth", False, 1 * MB),
+        Archive("gnd_rparis6k.pkl", (f"{_REVISITOP}/rparis6k/gnd_rparis6k.pkl",
+                                     f"{_CIRTORCH}/rparis6k/gnd_rparis6k.pkl"), "groundtruth", False, 1 * MB),
     ), requires=("paris6k",)),
     # INSTRE-S1/, INSTRE-S2/, INSTRE-M/ under instre/; the authors' rar nests them in INSTRE_release/.
     Dataset("instre", (
-        Archive("instre.tar.gz", (f"{_TEXMEX}/instre.tar.gz",), "images", True, 2300 * MB, folder="instre",
+        Archive("instre.tar.gz", (f"{_TEXMEX_FTP}/instre.tar.gz", f"{_TEXMEX}/instre.tar.gz"), "images", True,
+                2300 * MB, folder="instre",
                 # a bare IP address: no certificate to check, so plain http (the lock checks the bytes)
                 fallback=Archive("INSTRE_release.rar", ("http://123.57.42.89/Dataset_ict/INSTRE/INSTRE_release.rar",),
                                  "images", True, 2300 * MB, folder="instre", strip=1)),
-        Archive("gnd_instre.mat", (f"{_TEXMEX}/gnd_instre.mat",), "groundtruth", False, 1 * MB),
+        Archive("gnd_instre.mat", (f"{_TEXMEX_FTP}/gnd_instre.mat", f"{_TEXMEX}/gnd_instre.mat"), "groundtruth", False,
+                1 * MB, fallback=Archive("test_script.zip", (f"{_ISCEN}/test_script.zip",), "groundtruth", True, 1 * MB,
+                                         strip=1, member="gnd_instre.mat")),
     )),
     # Archive names not confirmed (the page's download links were reported down): check them on
     # https://www.robots.ox.ac.uk/~vgg/data/sculptures6k/ and fix them here and in the lock file.
@@ -194,6 +210,25 @@ def _fetch_one(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_
     return {"filename": archive.filename, "kind": archive.kind, "sha256": sha, "folder": archive.target}
 
 
+def _fetch_release(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_archive: bool,
+                   net: dict, frozen: bool = False) -> dict:
+    """Fetch ``archive``'s other release; one that packs the archive's single file (``member``) has
+    it copied (atomically) to the archive's own path, then checked and recorded as the archive itself,
+    so that the manifest and the params' path are the same whichever release served it."""
+    fb = archive.fallback
+    entry = _fetch_one(ds, fb, ddir, lock_path, keep_archive, net, frozen)
+    if fb.member is None:
+        return entry
+    src = ddir / fb.target / fb.member
+    if not src.is_file():
+        raise InstanceSearchError(f"{ddir / fb.filename}: holds no {fb.member} (looked in {ddir / fb.target}); "
+                                  f"fetch {archive.filename} by other means and put it at {ddir / archive.filename}")
+    io.write_bytes(ddir / archive.filename, src.read_bytes())
+    if frozen and not _expected(dl.read_lock(lock_path), ds, archive):
+        return entry  # the lock vouches for the release only: nothing new is recorded in frozen mode
+    return _fetch_one(ds, archive, ddir, lock_path, keep_archive, net, frozen)
+
+
 def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: Path, keep_archive: bool,
                          net: dict, frozen: bool = False) -> dict:
     fb = archive.fallback
@@ -204,7 +239,9 @@ def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: P
             raise dl.frozen_error(ddir / archive.filename, f"{ds.name}/{archive.filename} (nor its other release "
                                   f"{ds.name}/{fb.filename})", lock_path)
         if len(locked) == 1:
-            return _fetch_one(ds, locked[0], ddir, lock_path, keep_archive, net, frozen)
+            if locked[0] is fb:
+                return _fetch_release(ds, archive, ddir, lock_path, keep_archive, net, frozen)
+            return _fetch_one(ds, archive, ddir, lock_path, keep_archive, net, frozen)
     if fb is None or _present(archive, ddir, _expected(lock, ds, archive)) \
             or not _present(fb, ddir, _expected(lock, ds, fb)):
         try:
@@ -217,7 +254,7 @@ def _fetch_with_fallback(ds: Dataset, archive: Archive, ddir: Path, lock_path: P
     else:
         first = None  # a copy of the other release is already here: use it without network
     try:
-        return _fetch_one(ds, fb, ddir, lock_path, keep_archive, net, frozen)
+        return _fetch_release(ds, archive, ddir, lock_path, keep_archive, net, frozen)
     except dl.DownloadError as exc:
         if first is None:
             raise
