@@ -32,13 +32,19 @@ def main() -> None:
     shutil.rmtree(CLONE, ignore_errors=True)
     run("git", "clone", "--quiet", str(REPO), str(CLONE), cwd=REPO)
     run("make", "lock", cwd=CLONE)
+    try:
+        run("make", "install", cwd=CLONE)
+    except subprocess.CalledProcessError:  # seen once: pip did not yet list a release of two days before
+        print("make install failed; trying once more", flush=True)
+        run("make", "install", cwd=CLONE)
     run("make", "demo", cwd=CLONE)
 
     locked, newest = versions.read_lock(REPO / "requirements.lock"), versions.read_lock(CLONE / "requirements.lock")
     changed = versions.lock_differences(locked, newest)
     print(f"\npackages: {len(changed)} of {len(locked)} locked differ from the newest releases the ranges admit")
-    for line in changed:
-        print("  " + line.replace(" installed", " newest"))
+    for line in changed:  # lock_differences speaks of an installed environment: here, the newest lock
+        print("  " + line.replace("not installed", "dropped by the newest resolution")
+              .replace("installed, not in the lock", "newly needed").replace(" installed", " newest"))
     byte_deciding = [f"{n} {locked.get(n)} -> {newest.get(n)}" for n in versions.BYTE_DECIDING
                      if locked.get(n) != newest.get(n)]
     print("  byte-deciding: " + ("; ".join(byte_deciding) or "none differs"))

@@ -363,7 +363,6 @@ class _PartFile:
                 raise self._error(err) from None
 
 
-
 def _fetch_url(session: requests.Session, url: str, dest: Path, attempts: int, base_delay: float,
                timeout: float, reserve: int) -> None:
     """Fetch one address, retrying transient failures with exponential back-off.
