@@ -1,4 +1,4 @@
-# make demo: virtual environment + install + the main job on the embedded benchmark (offline).
+# make demo: a virtual environment of requirements.lock + the main job on the embedded benchmark (offline).
 # make test: same environment, the whole test suite (real-data tests run when ../shared/data exists).
 PYTHON ?= python3.11
 VENV   ?= .venv
