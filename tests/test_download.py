@@ -112,16 +112,25 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def serving():
+    """The test HTTP server on 127.0.0.1 (any free port) in a thread; yields its state, base address set."""
     httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.state = _State()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     httpd.state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd.state
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield httpd.state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving() as state:
+        yield state
 
 
 def _local(name: str, state: _State, **overrides) -> dict[str, sources.Dataset]:

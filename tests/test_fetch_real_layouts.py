@@ -4,8 +4,8 @@ For every dataset of params-full.yaml's ``run.datasets``, the archives of its re
 (:data:`sources.DATASETS`) are built here with the member names of the real release, taken from the
 published ground-truth files in ../shared/data/real-gt, and served by a local HTTP server (INSTRE's
 by a local FTP server, as its registry entry publishes it over ftp; its https addresses are moved to
-a path of the HTTP server that serves nothing). Then the step functions run as the full profile runs them, with params-full.yaml's own
-dataset entries (format, expect, box_format, half), only ``data/`` moved into a temporary folder:
+a path of the HTTP server that serves nothing). Then the step functions run as the full profile runs
+them, with params-full.yaml's own dataset entries (format, expect, box_format, half), only ``data/`` moved into a temporary folder:
 ``fetch`` in frozen mode against a lock file written here for these archives (the checked-in
 workflow/datasets.lock.json is neither read nor changed), then ``prepare``. Checked: the counts
 against params-full.yaml's ``expect`` (the published ones), every query box inside its image (the
@@ -36,8 +36,8 @@ query images, 1000 px for INSTRE's, as in test_realdata_gt):
   groups of 4 by number); ground truth ``by-name``.
 
 Marker ``realdata`` on the datasets whose names come from ../shared/data/real-gt: skipped with a reason
-when it is absent (sculptures6k and ukbench need nothing from it). About a minute on 2 cores (busy with other
-jobs: 57 s measured, INSTRE's 28,543 images 18-30 s of it); the ~50,000 files are removed at the end.
+when it is absent (sculptures6k and ukbench need nothing from it). The ~50,000 files are removed at the
+end (docs/datasets.md: the run time).
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ from instance_search.datasets import sources
 from instance_search.datasets.fetch import fetch
 from instance_search.datasets.paris import CORRUPT
 from instance_search.datasets.prepare import prepare
-from test_download import _local, _Server, _State, _tgz, _zip
-from test_download import _Handler as _HTTPHandler
+from test_download import _local, _State, _tgz, _zip, serving
 from test_download_ftp import _Handler as _FTPHandler
 from test_realdata_gt import _assert_boxes_inside, _jpeg, _need, _revisited_names
 
@@ -166,14 +165,8 @@ def _archives(ds: str) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def http():
-    httpd = _Server(("127.0.0.1", 0), _HTTPHandler)
-    httpd.state = _State()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    httpd.state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd.state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
