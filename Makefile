@@ -41,7 +41,8 @@ lock:
 	$(LOCK_TOOLS)/bin/uv pip compile --quiet --no-deps --no-header $(LOCK_FLAGS) \
 	  envs/lock-nodeps.in -o build/requirements-nodeps.lock
 	{ cat build/requirements.lock; echo "# installed without its dependencies (envs/lock-nodeps.in):"; \
-	  cat build/requirements-nodeps.lock; } > requirements.lock
+	  cat build/requirements-nodeps.lock; } > build/requirements.lock.all
+	mv build/requirements.lock.all requirements.lock  # in place whole, or not at all
 	@echo "requirements.lock written: make install, make demo, then the golden file and dvc.lock (README)"
 
 # What the newest releases that pyproject.toml's ranges admit would change: a throw-away environment

@@ -9,8 +9,11 @@ versions says which differ (a warning: its scores may differ slightly, it is not
 from __future__ import annotations
 
 import logging
+import os
+import re
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +53,25 @@ def warn_if_built_elsewhere(what: str, recorded: tuple[tuple[str, str], ...]) ->
                     "rebuild here: %s", what, "; ".join(diff))
 
 
-def read_lock(path) -> dict[str, str]:
-    """{package: version} of a requirements lock (``name==version`` lines, names normalised)."""
-    from packaging.utils import canonicalize_name
+def normalise(name: str) -> str:
+    """A package name as PEP 503 compares them: ``OpenCV_python.headless`` -> ``opencv-python-headless``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
+
+def read_lock(path: str | os.PathLike) -> dict[str, str]:
+    """{package: version} of a requirements lock (``name==version`` lines, names normalised)."""
     pins = {}
-    for raw in open(path, encoding="utf-8"):
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
         text = raw.split("#", 1)[0].strip()
         if "==" in text and not text.startswith("-"):
             name, version = text.split("==", 1)
-            pins[canonicalize_name(name.split("[", 1)[0])] = version.split(";", 1)[0].split()[0].rstrip("\\")
+            pins[normalise(name.split("[", 1)[0])] = version.split(";", 1)[0].split()[0].rstrip("\\")
     return pins
 
 
 def environment(exclude: tuple[str, ...] = ("instance-search",)) -> dict[str, str]:
     """{package: version} of every distribution installed in this environment (names normalised)."""
-    from packaging.utils import canonicalize_name
-
-    found = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    found = {normalise(d.metadata["Name"]): d.version for d in metadata.distributions()}
     return {name: version for name, version in found.items() if name not in exclude}
 
 
