@@ -43,7 +43,7 @@ lock:
 	{ cat build/requirements.lock; echo "# installed without its dependencies (envs/lock-nodeps.in):"; \
 	  cat build/requirements-nodeps.lock; } > build/requirements.lock.all
 	mv build/requirements.lock.all requirements.lock  # in place whole, or not at all
-	@echo "requirements.lock written: make install, make demo, then the golden file and dvc.lock (README)"
+	@echo "requirements.lock written: make install, make clean demo, then the golden file and dvc.lock (README)"
 
 # What the newest releases that pyproject.toml's ranges admit would change: a throw-away environment
 # and clone run the demo and print which numbers move against the golden file and which versions
