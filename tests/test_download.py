@@ -540,6 +540,9 @@ def test_disk_full_simulated_on_the_write(server, tmp_path, monkeypatch):
             self.written += len(b)
             return self.fh.write(b)
 
+        def close(self):
+            self.fh.close()
+
         def __enter__(self):
             return self
 

@@ -5,8 +5,8 @@ For every dataset of params-full.yaml's ``run.datasets``, the archives of its re
 published ground-truth files in ../shared/data/real-gt, and served by a local HTTP server (INSTRE's
 by a local FTP server, as its registry entry publishes it over ftp; its https addresses are moved to
 a path of the HTTP server that serves nothing). Then the step functions run as the full profile runs
-them, with params-full.yaml's own dataset entries (format, expect, box_format, half), only ``data/`` moved into a temporary folder:
-``fetch`` in frozen mode against a lock file written here for these archives (the checked-in
+them, with params-full.yaml's own dataset entries (format, expect, box_format, half), only ``data/``
+moved into a temporary folder: ``fetch`` in frozen mode against a lock file written here for these archives (the checked-in
 workflow/datasets.lock.json is neither read nor changed), then ``prepare``. Checked: the counts
 against params-full.yaml's ``expect`` (the published ones), every query box inside its image (the
 query images are as large as the dataset's largest, so a box read in the wrong convention leaves its

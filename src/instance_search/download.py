@@ -176,6 +176,42 @@ def _disk_full(path: Path, what: str) -> InstanceSearchError:
         f"{path}: disk full while {what}; free some space on {path.parent} and re-run")
 
 
+def _write_error(part: Path, url: str, exc: OSError) -> InstanceSearchError:
+    """An error writing a ``.part`` file (disk full, not writable) is this machine's: one line, never
+    mistaken for a network failure worth retrying."""
+    if exc.errno in DISK_FULL:
+        return _disk_full(part, f"downloading {url} (the partial file is kept and resumed next time)")
+    return InstanceSearchError(f"{part}: cannot write it ({exc.strerror or exc}); "
+                               f"check that {part.parent} is writable, then re-run")
+
+
+def _write_part(part: Path, url: str, offset: int, total: int | None, desc: str, chunks: Iterator[bytes]) -> None:
+    """``chunks`` into ``part`` (appended after its ``offset`` bytes, or from the start) under a progress
+    bar: HTTP's and FTP's downloads alike. Opening, writing or closing the file fails as
+    :func:`_write_error`; the chunks' source raises its own errors (the network's)."""
+    try:
+        fh = open(part, "ab" if offset else "wb")
+    except OSError as exc:
+        raise _write_error(part, url, exc) from None
+    try:
+        with tqdm(total=total, initial=offset, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                  mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr) as bar:
+            for chunk in chunks:
+                try:
+                    fh.write(chunk)
+                except OSError as exc:
+                    raise _write_error(part, url, exc) from None
+                bar.update(len(chunk))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fh.close()
+        raise
+    try:
+        fh.close()
+    except OSError as exc:
+        raise _write_error(part, url, exc) from None
+
+
 # --- HTTP download ------------------------------------------------------------------------------
 
 class DownloadError(InstanceSearchError):
@@ -244,21 +280,12 @@ def _get_once(session: requests.Session, url: str, dest: Path, timeout: float, r
         check_free_space(dest.parent, (total - offset if total else 0) + reserve, f"downloading {dest.name}")
         validator = r.headers.get("ETag") or r.headers.get("Last-Modified")
         io.write_json(meta_path, {"url": url, "validator": validator, "total": total})
-        tty = sys.stderr.isatty()
         try:
-            with open(part, "ab" if offset else "wb") as fh, tqdm(
-                    total=total, initial=offset, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
-                    mininterval=0.5 if tty else 30, file=sys.stderr) as bar:
-                for chunk in r.raw.stream(CHUNK, decode_content=False):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
-        except OSError as exc:
-            if exc.errno in DISK_FULL:
-                raise _disk_full(part, f"downloading {url} (the partial file is kept and resumed next time)") from None
+            _write_part(part, url, offset, total, dest.name, r.raw.stream(CHUNK, decode_content=False))
+        except OSError as exc:  # raised by the stream
             if isinstance(exc, ConnectionError):  # the network's, not the file's: retried by the caller
                 raise
-            raise InstanceSearchError(f"{part}: cannot write it ({exc.strerror or exc}); "
-                                      f"check that {part.parent} is writable, then re-run") from None
+            raise _write_error(part, url, exc) from None
     size = part.stat().st_size
     if total is not None and size != total:
         raise _Transient(f"connection closed after {size} of {total} bytes")
@@ -303,15 +330,10 @@ def _ftp_once(url: str, dest: Path, timeout: float, reserve: int) -> None:
                 except ftplib.error_perm:
                     log.info("%s: the server does not resume (REST); downloading from the start", url)
                     offset = 0
-            with _PartFile(part, url, offset) as fh, tqdm(
-                    total=total, initial=offset, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
-                    mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr) as bar:
-                # the REST above applies to this RETR (ftplib's rest= would send it again, unchecked)
-                with ftp.transfercmd(f"RETR {remote}") as conn:
-                    while chunk := conn.recv(CHUNK):
-                        fh.write(chunk)
-                        bar.update(len(chunk))
-                ftp.voidresp()
+            # the REST above applies to this RETR (ftplib's rest= would send it again, unchecked)
+            with ftp.transfercmd(f"RETR {remote}") as conn:
+                _write_part(part, url, offset, total, dest.name, iter(lambda: conn.recv(CHUNK), b""))
+            ftp.voidresp()
         except ftplib.error_perm as exc:  # 5xx: this address will not serve the file
             raise _Permanent(f"FTP {_first_line(exc)}") from None
         except (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto, EOFError, OSError) as exc:
@@ -326,41 +348,6 @@ def _ftp_once(url: str, dest: Path, timeout: float, reserve: int) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-class _PartFile:
-    """``<dest>.part`` opened for appending (``offset``) or from the start; an error writing it (disk
-    full, not writable) is this machine's, reported as an :class:`InstanceSearchError`, never
-    mistaken for a network failure worth retrying."""
-
-    def __init__(self, part: Path, url: str, offset: int):
-        self.part, self.url = part, url
-        try:
-            self.fh = open(part, "ab" if offset else "wb")
-        except OSError as exc:
-            raise self._error(exc) from None
-
-    def _error(self, exc: OSError) -> InstanceSearchError:
-        if exc.errno in DISK_FULL:
-            return _disk_full(self.part, f"downloading {self.url} (the partial file is kept and resumed next time)")
-        return InstanceSearchError(f"{self.part}: cannot write it ({exc.strerror or exc}); "
-                                   f"check that {self.part.parent} is writable, then re-run")
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.fh.write(data)
-        except OSError as exc:
-            raise self._error(exc) from None
-
-    def __enter__(self) -> "_PartFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.fh.close()
-        except OSError as err:
-            if exc[0] is None:
-                raise self._error(err) from None
 
 
 def _fetch_url(session: requests.Session, url: str, dest: Path, attempts: int, base_delay: float,

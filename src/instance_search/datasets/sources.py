@@ -5,7 +5,8 @@ mirrors; https wherever the host is known to serve it; ftp where that is how the
 what they hold and whether they are unpacked. The download tries the https addresses first, then the
 plain http and ftp ones, each group in this order. An archive may name another release of the same
 content (``fallback``), tried when every address fails; a fallback that packs the archive's single
-file (``member``) has it extracted to the archive's own path and checked there as the archive. :func:`fetch_dataset` downloads, verifies against the lock file and unpacks them into
+file (``member``) has it extracted to the archive's own path and checked there as the archive.
+:func:`fetch_dataset` downloads, verifies against the lock file and unpacks them into
 ``<raw>/<dataset>/``:
 
     <raw>/<dataset>/<filename>          the archive as published (a manual copy goes here too)
