@@ -114,7 +114,8 @@ def test_box_query_ranks_and_reranks_with_windows(mini):
     answer = _run(index, params_file, index.image_path(q.image), q.box, results=5)
     assert answer.first_stage == "ls" and 0 < answer.n_box_features < answer.n_features <= MAX_FEATURES
     assert answer.hits[0].image == q.image
-    assert answer.reranked == RERANK_CANDIDATES and all(h.window is not None for h in answer.hits)
+    # verified results carry the box mapped into them (the query's own image at least), the others none
+    assert answer.reranked == RERANK_CANDIDATES and answer.hits[0].window is not None
     assert [h.score for h in answer.hits] == sorted((h.score for h in answer.hits), reverse=True)
     assert set(answer.timings) == {"extract", "rank", "rerank", "expand", "total"}
 

@@ -15,7 +15,7 @@ from instance_search.retrieval import bow
 from instance_search.retrieval.ranking import Ranking
 
 SV = {"model": "affine", "threshold": 3.0, "cap": 2, "max_iters": 500, "confidence": 0.999, "min_inliers": 4,
-      "seed": 0, "weight": 1.0}
+      "seed": 0, "weight": 1.0, "hamming": 1.0, "score": "inliers"}
 SHIFT = np.array([100.0, 40.0])
 BOX = (10.0, 10.0, 210.0, 160.0)
 
@@ -33,7 +33,7 @@ def _index():
                               width=np.full(3, 400, np.int32), height=np.full(3, 300, np.int32))
     counts = bow.counts_matrix(maps.words, maps.offsets, 30)
     db = BowDatabase(sp.csr_matrix(counts), np.ones(30), 3, maps)
-    queries = Queries(["q"], box=None, image=None, extra={"points": [(xy, words, BOX)]})
+    queries = Queries(["q"], box=None, image=None, extra={"points": [(xy, words, None, BOX)]})
     return db, queries
 
 

@@ -14,7 +14,7 @@ AFFINE = np.array([[0.8, -0.3, 40.0], [0.25, 0.9, -20.0], [0.0, 0.0, 1.0]])
 HOMOGRAPHY = np.array([[0.9, -0.1, 30.0], [0.15, 1.05, -10.0], [2e-4, -1e-4, 1.0]])
 BOX = (100.0, 150.0, 400.0, 380.0)
 PARAMS = {"cap": 10, "model": "affine", "threshold": 8.0, "seed": 0, "max_iters": 2000, "confidence": 0.999,
-          "min_inliers": 4}
+          "min_inliers": 4, "hamming": 1.0}
 
 
 def apply(m, x, y):
@@ -200,7 +200,7 @@ def test_verify_many_does_not_depend_on_workers():
     threaded = sv.verify_many(q, qw, BOX, candidates, workers=4, **PARAMS)
     assert len(serial) == len(candidates) and serial == threaded
     assert serial == [sv.verify(q, qw, c, cw, BOX, **PARAMS) for c, cw in candidates]
-    assert serial[-1] == serial[-2] == sv.Verified(0, None, None)
+    assert serial[-1] == sv.Verified(0, None, None) and serial[-2] == sv.Verified(0, None, None, tentative=2)
     assert serial != threaded[::-1]  # the comparison can fail
     with pytest.raises(InstanceSearchError, match="workers"):
         sv.verify_many(q, qw, BOX, candidates, workers=0, **PARAMS)
@@ -214,7 +214,7 @@ def test_verify_many_does_not_depend_on_workers():
 def test_fewer_matches_than_the_model_needs(model, n):
     q, qw, c, cw = planted(AFFINE, n_in=n, n_out=0)
     result = sv.verify(q, qw, c, cw, BOX, **{**PARAMS, "model": model})
-    assert result == sv.Verified(0, None, None)
+    assert result == sv.Verified(0, None, None, tentative=n)
     matrix, mask = sv.fit(q, c, model, 8.0, 0, 2000, 0.999)
     assert matrix is None and mask.tolist() == [False] * n
 
@@ -249,7 +249,8 @@ def test_bad_inputs_name_the_problem():
 # Parameters
 
 
-GOOD = {"model": "affine", "threshold": 8.0, "cap": 10, "max_iters": 2000, "confidence": 0.999, "min_inliers": 4}
+GOOD = {"model": "affine", "threshold": 8.0, "cap": 10, "max_iters": 2000, "confidence": 0.999, "min_inliers": 4,
+        "hamming": 0.25}
 
 
 def test_check_accepts_a_good_section():
@@ -260,7 +261,7 @@ def test_check_accepts_a_good_section():
 @pytest.mark.parametrize("name, value", [
     ("model", "similarity"), ("model", None), ("threshold", -1.0), ("threshold", 0), ("threshold", float("nan")),
     ("threshold", "8"), ("cap", 0), ("cap", 2.5), ("cap", True), ("max_iters", 0), ("confidence", 1.0),
-    ("confidence", 0), ("min_inliers", -1),
+    ("confidence", 0), ("min_inliers", -1), ("hamming", -0.1), ("hamming", 1.5),
 ])
 def test_check_names_the_bad_key(name, value):
     with pytest.raises(InstanceSearchError) as err:
@@ -276,3 +277,62 @@ def test_check_missing_key_and_not_a_mapping():
         sv.check(section, "blcf.rerank.sv")
     with pytest.raises(InstanceSearchError, match=r"^blcf\.rerank\.sv: must be a mapping"):
         sv.check([1, 2], "blcf.rerank.sv")
+
+
+# ------------------------------------------------------------------ Hamming-checked matches, chance
+
+
+def test_agreeing_matches_by_hand():
+    # one byte of bits a feature; pairs sharing word 1: (0,0) h=1, (0,1) h=7, (1,0) h=7, (1,1) h=1; word 2: h=8
+    qb = np.array([[0x00], [0xFF], [0x0F]], np.uint8)
+    cb = np.array([[0x01], [0xFE], [0xF0]], np.uint8)
+    qi, ci = sv.tentative_matches([1, 1, 2], [1, 1, 2], cap=10)
+    got = sv.agreeing_matches(qi, ci, qb, cb, max_distance=2)
+    assert [p.tolist() for p in got] == [[0, 1], [0, 1]]
+    got = sv.agreeing_matches(qi, ci, qb, cb, max_distance=8)  # word 2 kept; word 1 one to one
+    assert [p.tolist() for p in got] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_agreeing_matches_are_one_to_one():
+    # q0 and q1 both nearest c0 (distances 0 and 1; q1's tie with c1 goes to the lower index): c0 keeps q0
+    qb = np.array([[0x00], [0x01]], np.uint8)
+    cb = np.array([[0x00], [0x03]], np.uint8)
+    qi, ci = sv.tentative_matches([1, 1], [1, 1], cap=10)
+    assert [p.tolist() for p in sv.agreeing_matches(qi, ci, qb, cb, 8)] == [[0], [0]]
+
+
+def test_significance_by_hand_and_by_sum():
+    # n = 10 tentative, k = 8 inliers, affine (s = 3), p = 0.1:
+    # NFA = C(10, 3) P[Bin(7, 0.1) >= 5] = 120 (21e-5 0.81 + 7e-6 0.9 + 1e-7) = 0.021180
+    assert sv.significance(10, 8, 3, 0.1) == pytest.approx(-np.log10(0.021180), abs=1e-4)
+    from math import comb
+
+    for n, k, p in [(40, 12, 0.02), (200, 30, 0.01), (15, 6, 0.3)]:
+        tail = sum(comb(n - 3, i) * p**i * (1 - p) ** (n - 3 - i) for i in range(k - 3, n - 3 + 1))
+        assert sv.significance(n, k, 3, p) == pytest.approx(max(0.0, -np.log10(comb(n, 3) * tail)), abs=1e-9)
+    assert sv.significance(10, 5, 3, 0.1) == 0.0  # NFA 18: what chance gives
+    assert sv.significance(10, 3, 3, 0.1) == 0.0 and sv.significance(10, 8, 3, 1.0) == 0.0
+    assert np.isfinite(sv.significance(2000, 1500, 3, 0.001))  # beyond float range: bounded, not inf
+
+
+def test_chance_is_the_circle_over_the_matched_points_box():
+    xy = np.array([[0.0, 0.0], [100.0, 50.0], [30.0, 20.0]])
+    assert sv.chance(xy, 5.0) == pytest.approx(np.pi * 25 / 5000)
+    assert sv.chance(xy[:1], 5.0) == pytest.approx(np.pi / 4)  # one point: a 2 tau square
+    assert sv.chance(np.zeros((0, 2)), 5.0) == 1.0
+
+
+def test_hamming_check_drops_wrong_matches_and_needs_bits():
+    rng = np.random.default_rng(5)
+    q, qw, c, cw = planted(AFFINE, n_in=40, n_out=60)
+    # true pairs get equal bits, the outliers random ones
+    n = len(q)
+    qb = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    cb = rng.integers(0, 256, size=(len(c), 16), dtype=np.uint8)
+    cb[:40] = qb[:40]  # feature k of each side has word k: the planted pairs are (k, k), k < 40
+    loose = sv.verify(q, qw, c, cw, BOX, **PARAMS)
+    strict = sv.verify(q, qw, c, cw, BOX, **{**PARAMS, "hamming": 0.25}, q_bits=qb, c_bits=cb)
+    assert strict.tentative < loose.tentative and strict.inliers >= 35
+    assert strict.significance > 0
+    with pytest.raises(InstanceSearchError, match="hamming=0.25 checks descriptors"):
+        sv.verify(q, qw, c, cw, BOX, **{**PARAMS, "hamming": 0.25})

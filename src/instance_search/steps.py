@@ -172,7 +172,9 @@ def options(params: dict, similarity: str, gnd, index, rank, out) -> None:
     result = {**head, "first_stage": evaluate.summary(ix.gnd, first, params["evaluate"]), "options": {}}
     for name, variant in variants.items():
         started = time.perf_counter()
-        got = retrieve(ix, queries, variant, similarity, start=("first_stage", first))["expand"]
+        searches = variant[m.name].get("search") != params[m.name].get("search")  # its own first stage
+        got = retrieve(ix, queries, variant, similarity,
+                       start=None if searches else ("first_stage", first))["expand"]
         result["options"][name] = evaluate.summary(ix.gnd, got, params["evaluate"])
         log.info("%s/%s/%s %s: mAP %.4f (first stage %.4f), %.1f s", ix.dataset, m.name, similarity, name,
                  result["options"][name]["mAP"], result["first_stage"]["mAP"], time.perf_counter() - started)

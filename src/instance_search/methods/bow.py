@@ -5,8 +5,14 @@ sift and blcf are the same method with different local features (:class:`SiftFea
 them back as the vectors the vocabulary sees (RootSIFT; CNN map upsampling and L2), and what a query
 box holding no feature falls back to.
 
-Index files (``index/``): ``bow.npz`` (word counts of every image, word weights, n_database) and
-``assignments.npz`` (every image's assignment map: positions and words). Model (``model.npz``): the
+Two aggregations of the same words (``search.aggregation``): the tf-idf bag of words, and ASMK*
+(:mod:`..retrieval.asmk`: binarised residuals aggregated per word, the selective match kernel, an
+inverted file). Both feed the same re-rankings.
+
+Index files (``index/``): ``bow.npz`` (word counts of every image, word weights, n_database),
+``assignments.npz`` (every image's assignment map: positions, words and each feature's binarised
+residual) and ``asmk.npz`` (every image's ASMK* words and bits; each benchmark query's, from its
+box's features and its whole image's, with multiple assignment). Model (``model.npz``): the
 vocabulary (centroids, and the PCA-whitening when on).
 """
 
@@ -27,7 +33,7 @@ from ..features import parts, sift
 from ..features.store import FeatureStore, build_store, gather_store
 from ..groundtruth import GroundTruth
 from ..io import load_npz, make_temp_dir, replace_dir, save_npz
-from ..retrieval import bow, expansion, linalg, verification, vocabulary, windows
+from ..retrieval import asmk, bow, expansion, linalg, verification, vocabulary, windows
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box, in_box
 from ..retrieval.ranking import Ranking, check_first_stage, rank, reorder
@@ -160,9 +166,16 @@ class BowDatabase:
     idf: np.ndarray                # float64 (K,) word weights
     n_database: int
     maps: bow.AssignmentMaps       # every image's words with their positions
+    aggregated: asmk.Aggregated | None = None  # every image's ASMK* words and bits (None: bags only)
+    query_words: int = 1           # words a query feature is assigned to in ASMK* (multiple assignment)
+    # the benchmark queries' ASMK* (box, whole image), as encode computed them, by query number
+    query_box: asmk.Aggregated | None = None
+    query_image: asmk.Aggregated | None = None
 
     def __post_init__(self):
         self.database = bow.weighted(self.counts[:self.n_database], self.idf)
+        self.inverted = None if self.aggregated is None else asmk.InvertedFile(self.aggregated, self.idf,
+                                                                                self.n_database)
 
     @property
     def n_images(self) -> int:
@@ -171,6 +184,45 @@ class BowDatabase:
     @property
     def vocabulary(self) -> int:
         return self.counts.shape[1]
+
+
+@dataclass(eq=False)
+class _Encoded:
+    """What encode computes for a list of images: assignment maps, ASMK* aggregations, and the ASMK* of
+    the benchmark queries whose images are among them (their numbers in ``query_index``)."""
+    maps: bow.AssignmentMaps
+    k: int
+    aggregated: asmk.Aggregated
+    query_index: np.ndarray
+    query_box: asmk.Aggregated
+    query_image: asmk.Aggregated
+    query_words: int
+
+    def asmk_arrays(self) -> dict[str, np.ndarray]:
+        return {**self.aggregated.to_arrays(), **self.query_box.to_arrays("box_"),
+                **self.query_image.to_arrays("image_"), "query_index": self.query_index,
+                "query_words": np.array(self.query_words, np.int64)}
+
+    @classmethod
+    def from_arrays(cls, maps: bow.AssignmentMaps, k: int, a: dict) -> "_Encoded":
+        return cls(maps, k, asmk.Aggregated.from_arrays(a), np.asarray(a["query_index"], np.int64),
+                   asmk.Aggregated.from_arrays(a, "box_"), asmk.Aggregated.from_arrays(a, "image_"),
+                   int(a["query_words"]))
+
+    @classmethod
+    def concatenate(cls, parts: list["_Encoded"]) -> "_Encoded":
+        return cls(bow.AssignmentMaps.concatenate([e.maps for e in parts]), parts[0].k,
+                   asmk.Aggregated.concatenate([e.aggregated for e in parts]),
+                   np.concatenate([e.query_index for e in parts]),
+                   asmk.Aggregated.concatenate([e.query_box for e in parts]),
+                   asmk.Aggregated.concatenate([e.query_image for e in parts]), parts[0].query_words)
+
+
+def _query_words(p: dict, method: str) -> int:
+    n = p.get("asmk", {}).get("query_words", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InstanceSearchError(f"{method}.encode.asmk.query_words={n!r}: must be an integer >= 1 (the references: 5)")
+    return n
 
 
 def _bow_arrays(counts: sp.csr_matrix, idf: np.ndarray, n_database: int) -> dict[str, np.ndarray]:
@@ -198,14 +250,23 @@ class BagOfWords:
         return {}
 
     def options(self, p: dict) -> dict[str, dict]:
-        """Re-ranking by best sliding window or by spatial verification, without expansion."""
-        return {mode: {"rerank": {"mode": mode}, "expand": {"mode": "none"}} for mode in ("window", "sv")}
+        """Each aggregation's first stage, then re-ranked by best sliding window or by spatial
+        verification, without expansion (an option that sets ``search`` searches again)."""
+        out = {}
+        for aggregation in ("bow", "asmk"):
+            search = {"search": {"aggregation": aggregation}}
+            out[aggregation] = {**search, "rerank": {"candidates": 0}, "expand": {"mode": "none"}}
+            for mode in ("window", "sv"):
+                out[f"{aggregation}+{mode}"] = {**search, "rerank": {"mode": mode}, "expand": {"mode": "none"}}
+        return out
 
     def second_stage(self, p: dict) -> str:
         r, e = p["rerank"], p["expand"]
         if r["candidates"] == 0:
             return "no re-ranking"
         how = {"window": "best sliding window", "sv": "spatial verification"}[r["mode"]]
+        if p["search"].get("aggregation", "bow") == "asmk":
+            how += " (first stage: ASMK*)"
         expand = "" if e["mode"] == "none" else f", then {e['mode']} over the top {e['neighbours']}"
         return f"top {r['candidates']} re-ranked by {how}{expand}"
 
@@ -237,17 +298,19 @@ class BagOfWords:
         return vocabulary.resolve_device(device, f"{self.name}.codebook.device")
 
     def encode(self, p: dict, gnd: GroundTruth, features, model: dict, device: str = "cpu") -> dict[str, dict]:
-        """Every feature's word: the word counts, word weights and assignment maps of every image.
-        ``device``: codebook.device, where the nearest words are computed (exact L2 either way)."""
-        maps, k = self._assign(gnd, features, model, device, None)
-        log.info("encoded %d features of %d images into %d words (%s)", len(maps.words), len(gnd.images), k,
-                 p["weighting"])
-        return self._files(maps, k, gnd.n_database, p["weighting"])
+        """Every feature's word: the word counts, word weights, assignment maps and ASMK* aggregations of
+        every image. ``device``: codebook.device, where the nearest words are computed (exact L2 either way)."""
+        enc = self._assign(p, gnd, features, model, device, None)
+        log.info("encoded %d features of %d images into %d words (%s)", len(enc.maps.words), len(gnd.images),
+                 enc.k, p["weighting"])
+        return self._files(enc, gnd.n_database, p)
 
-    def _assign(self, gnd: GroundTruth, features, model: dict, device: str,
-                part: tuple[int, int] | None) -> tuple[bow.AssignmentMaps, int]:
-        """The assignment maps of the images of ``part`` (all for None), and the vocabulary's size."""
+    def _assign(self, p: dict, gnd: GroundTruth, features, model: dict, device: str,
+                part: tuple[int, int] | None) -> "_Encoded":
+        """The assignment maps and ASMK* aggregations of the images of ``part`` (all for None), and of the
+        benchmark queries whose images lie there."""
         device = self._device(device)
+        query_words = _query_words(p, self.name)
         store = FeatureStore(features)
         if store.n_images != len(gnd.images):
             raise InstanceSearchError(f"{features}: {store.n_images} images but the ground truth lists "
@@ -255,20 +318,47 @@ class BagOfWords:
         images = parts.image_range(store.n_images, store.shard_size, part)  # whole shards
         vocab = vocabulary.Vocabulary.from_arrays(model, device)
         read = self.features.reader(store.config)
-        xys, words, counts = [], [], [np.zeros(0, np.int64)]
+        dims = vocab.centroids.shape[1]
+        xys, words, bits, counts, aggs = [], [], [], [np.zeros(0, np.int64)], []
+        queries = {"index": [], "box": [], "image": []}
         for first, sh in store.shards():
             if images.start <= first < images.stop:
                 xy, x, off = read(sh)
+                x = vocab.prepare(x)
+                w = vocab.assigner(x)
                 xys.append(xy)
-                words.append(vocab.words(x))
+                words.append(w)
+                bits.append(asmk.residual_bits(x, w, vocab.centroids))
                 counts.append(np.diff(off))
+                aggs.append(asmk.aggregate(x, w, off, vocab.centroids))
+                for j, q in enumerate(gnd.queries):
+                    if first <= q.image < first + len(off) - 1:
+                        a, b = off[q.image - first], off[q.image - first + 1]
+                        box, image = self._query_aggregates(xy[a:b], x[a:b], q.box, vocab, query_words)
+                        queries["index"].append(j)
+                        queries["box"].append(box)
+                        queries["image"].append(image)
         offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
         shown = gnd.images[images.start:images.stop]
         maps = bow.AssignmentMaps(
             xy=np.concatenate(xys) if xys else np.zeros((0, 2), np.float32),
             words=np.concatenate(words) if words else np.zeros(0, np.int32), offsets=offsets,
-            width=np.array([im.width for im in shown], np.int32), height=np.array([im.height for im in shown], np.int32))
-        return maps, len(vocab)
+            width=np.array([im.width for im in shown], np.int32), height=np.array([im.height for im in shown], np.int32),
+            bits=np.concatenate(bits) if bits else np.zeros((0, (dims + 7) // 8), np.uint8))
+        empty = asmk.Aggregated.empty(dims)
+        return _Encoded(maps, len(vocab), asmk.Aggregated.concatenate([empty, *aggs]),
+                        np.array(queries["index"], np.int64), asmk.Aggregated.concatenate([empty, *queries["box"]]),
+                        asmk.Aggregated.concatenate([empty, *queries["image"]]), query_words)
+
+    def _query_aggregates(self, xy, x, box: Box | None, vocab: vocabulary.Vocabulary,
+                          query_words: int) -> tuple[asmk.Aggregated, asmk.Aggregated]:
+        """A query's ASMK* (box, whole image) from its prepared features, each assigned to its
+        ``query_words`` nearest words; the box's features as the bag's (geometry.in_box, fallback)."""
+        ma = vocab.assigner.nearest(x, query_words)
+        keep = np.arange(len(xy)) if box is None else in_box(xy, box, self.features.box_fallback)[0]
+        whole = asmk.aggregate(x, ma, np.array([0, len(x)]), vocab.centroids)
+        inside = asmk.aggregate(x[keep], ma[keep], np.array([0, len(keep)]), vocab.centroids)
+        return inside, whole
 
     # Encoding in part jobs (compute.parts): the nearest words, the costly part, per part of the images;
     # the word weights, which need every image, when they are gathered.
@@ -276,9 +366,10 @@ class BagOfWords:
 
     def encode_part(self, p: dict, gnd: GroundTruth, features, model: dict, part: tuple[int, int], out_dir,
                     config: dict, device: str = "cpu") -> None:
-        maps, k = self._assign(gnd, features, model, device, part)
+        enc = self._assign(p, gnd, features, model, device, part)
         tmp = make_temp_dir(out_dir)
-        save_npz(tmp / "assignments.npz", **maps.to_arrays(), vocabulary=np.array(k, np.int64))
+        save_npz(tmp / "assignments.npz", **enc.maps.to_arrays(), vocabulary=np.array(enc.k, np.int64))
+        save_npz(tmp / "asmk.npz", **enc.asmk_arrays())
         parts.write_manifest(tmp, part, parts.image_range(len(gnd.images), FeatureStore(features).shard_size, part),
                              config)
         replace_dir(tmp, out_dir)
@@ -286,28 +377,43 @@ class BagOfWords:
     def gather_encoded(self, p: dict, gnd: GroundTruth, folders: list[Path]) -> dict[str, dict]:
         found = parts.read_manifests(folders, len(gnd.images))
         got = [load_npz(m["folder"] / "assignments.npz") for m in found]
-        maps = bow.AssignmentMaps.concatenate([bow.AssignmentMaps.from_arrays(a) for a in got])
-        return self._files(maps, int(got[0]["vocabulary"]), gnd.n_database, p["weighting"])
+        encoded = [_Encoded.from_arrays(bow.AssignmentMaps.from_arrays(a), int(a["vocabulary"]),
+                                        load_npz(m["folder"] / "asmk.npz")) for a, m in zip(got, found)]
+        return self._files(_Encoded.concatenate(encoded), gnd.n_database, p)
 
-    def _files(self, maps: bow.AssignmentMaps, k: int, n_database: int, weighting: str) -> dict[str, dict]:
-        counts = bow.counts_matrix(maps.words, maps.offsets, k)
-        idf = bow.word_weights(counts, n_database, weighting)
-        return {"bow": _bow_arrays(counts, idf, n_database), "assignments": maps.to_arrays()}
+    def _files(self, enc: "_Encoded", n_database: int, p: dict) -> dict[str, dict]:
+        counts = bow.counts_matrix(enc.maps.words, enc.maps.offsets, enc.k)
+        idf = bow.word_weights(counts, n_database, p["weighting"])
+        return {"bow": _bow_arrays(counts, idf, n_database), "assignments": enc.maps.to_arrays(),
+                "asmk": enc.asmk_arrays()}
 
     def join(self, parts: list[dict[str, dict]], n_database: int, p: dict) -> dict[str, dict]:
         """One index of database images from several encoded parts (``index --add``); the word weights
-        are computed again over all of them, the vocabulary is kept."""
-        maps = bow.AssignmentMaps.concatenate([bow.AssignmentMaps.from_arrays(f["assignments"]) for f in parts])
-        return self._files(maps, int(parts[0]["bow"]["shape"][1]), n_database, p["weighting"])
+        are computed again over all of them, the vocabulary is kept. Benchmark queries are not joined
+        (a photo folder has none)."""
+        encoded = [_Encoded.from_arrays(bow.AssignmentMaps.from_arrays(f["assignments"]), int(f["bow"]["shape"][1]),
+                                        f["asmk"]) for f in parts]
+        joined = _Encoded.concatenate(encoded)
+        dims = joined.aggregated.dims
+        joined.query_index = np.zeros(0, np.int64)
+        joined.query_box = joined.query_image = asmk.Aggregated.empty(dims)
+        return self._files(joined, n_database, p)
 
     # querying ---------------------------------------------------------------------------------
     def load(self, files: dict[str, dict], n_database: int) -> BowDatabase:
         b = files["bow"]
         counts = sp.csr_matrix((b["data"], b["indices"], b["indptr"]), shape=tuple(b["shape"]))
         maps = bow.AssignmentMaps.from_arrays(files["assignments"])
-        if int(b["n_database"]) != n_database or len(maps) != counts.shape[0]:
-            raise InstanceSearchError("bow.npz and assignments.npz describe other image lists; re-run encode")
-        return BowDatabase(counts, np.asarray(b["idf"], np.float64), n_database, maps)
+        if "asmk" not in files:
+            raise InstanceSearchError("the index has no asmk.npz (an index of an older release); re-run encode")
+        enc = _Encoded.from_arrays(maps, counts.shape[1], files["asmk"])
+        if int(b["n_database"]) != n_database or len(maps) != counts.shape[0] or len(enc.aggregated) != len(maps):
+            raise InstanceSearchError("bow.npz, assignments.npz and asmk.npz describe other image lists; re-run encode")
+        order = np.argsort(enc.query_index, kind="stable")  # part jobs find them in image order
+        if not np.array_equal(enc.query_index[order], np.arange(len(order))):
+            raise InstanceSearchError("asmk.npz holds another list of queries; re-run encode")
+        return BowDatabase(counts, np.asarray(b["idf"], np.float64), n_database, maps, enc.aggregated, enc.query_words,
+                           enc.query_box.take(order), enc.query_image.take(order))
 
     def benchmark_queries(self, db: BowDatabase, gnd: GroundTruth) -> Queries:
         """The ground truth's queries: the words inside each box (LS) and of the whole query image (GS),
@@ -320,19 +426,28 @@ class BagOfWords:
                 fallbacks.append(q.name)
             boxes.append(words[keep])
             images.append(words)
-            points.append((xy[keep], words[keep], _box_or_whole(q.box, width, height)))
+            bits = db.maps.features(q.image)[2]
+            points.append((xy[keep], words[keep], None if bits is None else bits[keep],
+                           _box_or_whole(q.box, width, height)))
             info.append({"features": len(words), "box_features": len(keep), "box_fallback": fell_back})
         if fallbacks:
             log.warning("%d queries have no feature inside their box; they use %s: %s", len(fallbacks),
                         "the whole image" if self.features.box_fallback == "image"
                         else "the feature nearest the box centre", ", ".join(fallbacks))
-        return self._queries([q.name for q in gnd.queries], boxes, images, points, db, info)
+        if db.query_box is not None and len(db.query_box) != len(gnd.queries):
+            raise InstanceSearchError(f"the index holds the ASMK* of {len(db.query_box)} queries but the ground "
+                                      f"truth has {len(gnd.queries)}; re-run encode")
+        return self._queries([q.name for q in gnd.queries], boxes, images, points, db, info,
+                             None if db.query_box is None else (db.query_box, db.query_image))
 
-    def _queries(self, names, boxes, images, points, db: BowDatabase, info) -> Queries:
-        """``points``: each query's (xy, words) inside its box, and the box: what spatial verification
-        matches and maps into each candidate."""
+    def _queries(self, names, boxes, images, points, db: BowDatabase, info,
+                 aggregated: tuple[asmk.Aggregated, asmk.Aggregated] | None) -> Queries:
+        """``points``: each query's (xy, words, bits) inside its box, and the box: what spatial
+        verification matches and maps into each candidate. ``aggregated``: the queries' ASMK* (box, image)."""
         return Queries(names, box=bow.weighted(bow.bag(boxes, db.vocabulary), db.idf),
-                       image=bow.weighted(bow.bag(images, db.vocabulary), db.idf), extra={"points": points},
+                       image=bow.weighted(bow.bag(images, db.vocabulary), db.idf),
+                       extra={"points": points,
+                              "asmk": None if aggregated is None else {"ls": aggregated[0], "gs": aggregated[1]}},
                        info=info)
 
     def image_encoder(self, extraction: dict, model: dict, db: BowDatabase):
@@ -341,25 +456,43 @@ class BagOfWords:
         raw = self.features.one_image(extraction)
         read = self.features.reader(extraction)
         vocab = vocabulary.Vocabulary.from_arrays(model)
+        centroids = vocab.centroids
 
         def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
             xy, desc = raw(path, width, height)
             shard = {"xy": np.asarray(xy, np.float32).reshape(-1, 2), "desc": desc,
                      "offsets": np.array([0, len(xy)], np.int64)}
             xy, x, _ = read(shard)
-            words = vocab.words(x)
+            x = vocab.prepare(x)
+            words = vocab.assigner(x)
             if len(words) == 0:
                 raise InstanceSearchError(f"{path}: no local feature found in the image; use a more textured image")
             keep, fell_back = (np.arange(len(words)), False) if box is None else in_box(
                 xy, box, self.features.box_fallback)
             info = {"features": int(len(words)), "box_features": int(len(keep)), "box_fallback": fell_back}
-            points = [(xy[keep], words[keep], _box_or_whole(box, width, height))]
-            return self._queries([Path(path).name], [words[keep]], [words], points, db, [info])
+            bits = asmk.residual_bits(x, words, centroids)
+            points = [(xy[keep], words[keep], bits[keep], _box_or_whole(box, width, height))]
+            aggregated = self._query_aggregates(xy, x, box, vocab, db.query_words)
+            return self._queries([Path(path).name], [words[keep]], [words], points, db, [info], aggregated)
         return encode
 
     def search(self, db: BowDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
-        q = queries.searched(p["search"]["query"])
-        return Ranking(*rank(sim.scores(q, db.database, similarity, alpha)))
+        s = p["search"]
+        aggregation = s.get("aggregation", "bow")
+        if aggregation == "bow":
+            return Ranking(*rank(sim.scores(queries.searched(s["query"]), db.database, similarity, alpha)))
+        if aggregation != "asmk":
+            raise InstanceSearchError(f"{self.name}.search.aggregation={aggregation!r}: expected bow or asmk")
+        sim.check(similarity, alpha)
+        kernel = s["asmk"]
+        asmk.check_kernel(kernel, f"{self.name}.search.asmk")
+        if db.inverted is None or queries.extra.get("asmk") is None:
+            raise InstanceSearchError(f"{self.name}.search.aggregation=asmk but the index has no ASMK*; re-run encode")
+        agg = queries.extra["asmk"]["ls" if s["query"] == "ls" else "gs"]
+        absent = alpha if similarity == "weighted_cosine" else 1.0
+        scores = np.stack([db.inverted.scores(*agg.image(j), kernel["alpha"], kernel["threshold"], absent)
+                           for j in range(len(queries))]) if len(queries) else np.zeros((0, db.n_database))
+        return Ranking(*rank(scores))
 
     def rerank(self, db: BowDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
                progress: Progress | None = None) -> Ranking:
@@ -377,29 +510,33 @@ class BagOfWords:
     def _verified(self, db: BowDatabase, queries: Queries, first: Ranking, r: dict,
                   progress: Progress | None = None) -> Ranking:
         """Spatial verification of each query's top candidates (retrieval.verification): score = the
-        first-stage score + weight x the inlier count (counted 0 below min_inliers), ties in first-stage
-        order (a stable sort); the region is the query box mapped into the candidate. The first-stage
-        score stays in: on whole-image queries (UKBench) inliers alone let repeated texture outrank
-        true matches. Candidates run in parallel on compute.threads threads."""
+        first-stage score + weight x the verification's score (``score``: significance, how far the
+        inliers exceed chance; or the inlier count), 0 below min_inliers; ties in first-stage order (a
+        stable sort); the region is the query box mapped into the candidate. The first-stage score
+        stays in: on whole-image queries (UKBench) inliers alone let repeated texture outrank true
+        matches. Candidates run in parallel on compute.threads threads."""
         sv = r["sv"]
         verification.check(sv, f"{self.name}.rerank.sv")
         ranks, scores = check_first_stage(first.ranks, first.scores, r["candidates"], len(queries))
         t = min(r["candidates"], ranks.shape[1])
-        inliers = np.zeros((len(queries), t))
+        score = sv.get("score", "inliers")
+        if score not in ("inliers", "significance"):
+            raise InstanceSearchError(f"{self.name}.rerank.sv.score={score!r}: expected significance or inliers")
+        added = np.zeros((len(queries), t))
         boxes = np.full((len(queries), t, 4), np.nan, np.float32)
         settings = {k: sv[k] for k in verification.KEYS}
-        for j, (xy, words, box) in enumerate(queries.extra["points"]):
-            candidates = [db.maps.image(int(i))[:2] for i in ranks[j, :t]]
+        for j, (xy, words, bits, box) in enumerate(queries.extra["points"]):
+            candidates = [db.maps.features(int(i)) for i in ranks[j, :t]]
             found = verification.verify_many(xy, words, box, candidates, workers=threads.applied() or 1,
-                                             seed=sv["seed"], **settings)
+                                             seed=sv["seed"], q_bits=bits, **settings)
             for k, v in enumerate(found):
                 if v.inliers >= sv["min_inliers"]:
-                    inliers[j, k] = v.inliers
+                    added[j, k] = v.significance if score == "significance" else v.inliers
                     if v.box is not None:
                         boxes[j, k] = v.box
             if progress is not None:
                 progress(j + 1, len(queries))
-        ranks, scores, boxes = reorder(ranks, scores, scores[:, :t] + sv["weight"] * inliers, boxes)
+        ranks, scores, boxes = reorder(ranks, scores, scores[:, :t] + sv["weight"] * added, boxes)
         return Ranking(ranks.astype(np.int32), scores.astype(np.float32), boxes)
 
     def _windows(self, db: BowDatabase, q, start: Ranking, r: dict, similarity: str, alpha: float,

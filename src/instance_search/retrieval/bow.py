@@ -25,6 +25,7 @@ class AssignmentMaps:
     offsets: np.ndarray   # int64 (n_images + 1,)
     width: np.ndarray     # int32 (n_images,)
     height: np.ndarray    # int32 (n_images,)
+    bits: np.ndarray | None = None  # uint8 (n, bytes): each feature's binarised residual (retrieval.asmk)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -34,19 +35,29 @@ class AssignmentMaps:
         a, b = self.offsets[i], self.offsets[i + 1]
         return self.xy[a:b], self.words[a:b], int(self.width[i]), int(self.height[i])
 
+    def features(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(xy, words, bits) of image i: what spatial verification matches."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.xy[a:b], self.words[a:b], None if self.bits is None else self.bits[a:b]
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return dict(xy=self.xy, words=self.words, offsets=self.offsets, width=self.width, height=self.height)
+        bits = {} if self.bits is None else {"bits": self.bits}
+        return dict(xy=self.xy, words=self.words, offsets=self.offsets, width=self.width, height=self.height, **bits)
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "AssignmentMaps":
-        return cls(a["xy"], a["words"], a["offsets"], a["width"], a["height"])
+        if "bits" not in a:
+            raise InstanceSearchError("assignments.npz has no binarised residuals (an index of an older release); "
+                                      "re-run encode")
+        return cls(a["xy"], a["words"], a["offsets"], a["width"], a["height"], a["bits"])
 
     @classmethod
     def concatenate(cls, parts: list["AssignmentMaps"]) -> "AssignmentMaps":
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
         return cls(np.concatenate([p.xy for p in parts]), np.concatenate([p.words for p in parts]),
                    np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                   np.concatenate([p.width for p in parts]), np.concatenate([p.height for p in parts]))
+                   np.concatenate([p.width for p in parts]), np.concatenate([p.height for p in parts]),
+                   None if any(p.bits is None for p in parts) else np.concatenate([p.bits for p in parts]))
 
 
 def counts_matrix(words: np.ndarray, offsets: np.ndarray, vocabulary: int) -> sp.csr_matrix:

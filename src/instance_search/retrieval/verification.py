@@ -6,6 +6,10 @@ Each image is its local features: positions ``xy`` (n, 2) pixels (x, y) and visu
 1. Tentative matches: every pair (i, j) with w_q(i) = w_c(j). A word contributes at most ``cap``
    features from each side (the first ``cap`` in feature order), hence at most cap^2 pairs: a bursty
    word (sky, facade, foliage) would otherwise flood the sample with pairs that are mostly wrong.
+   With the features' binarised residuals (:mod:`.asmk`, Hamming embedding) a pair must also agree
+   in its descriptors: Hamming distance <= ``hamming`` x the bits; then each query feature keeps its
+   nearest such candidate feature and each candidate feature its nearest query feature (one to
+   one). ``hamming: 1`` turns the check off (every shared-word pair, as above).
 2. A robust fit of T mapping query points to candidate points, over the tentative pairs:
    ``affine``      c = A q + t   (6 degrees of freedom, 3 pairs a sample)
    ``homography``  c ~ H q       (8 degrees of freedom, 4 pairs a sample)
@@ -20,12 +24,19 @@ Each image is its local features: positions ``xy`` (n, 2) pixels (x, y) and visu
 
    counted here, not taken from OpenCV's mask, so the number does not depend on how OpenCV refines
    the model or which internal error it thresholds (a pair with w = 0 is no inlier).
-4. The located object: the axis-aligned bounding box (x1, y1, x2, y2) of the query box's four corners
+4. Whether the inliers exceed chance (the a-contrario test of Moisan and Stival, ORSA): of n
+   tentative matches, how likely k inliers are when the matches are random. A random candidate point
+   lands within tau of the model's prediction with probability p = pi tau^2 / A, A the area of the
+   candidate's matched points' bounding box (clustered matches are easier to fit by chance); the
+   number of false alarms NFA = C(n, s) P[Binomial(n - s, p) >= k - s] over the C(n, s) minimal
+   samples of s pairs, and ``significance`` = max(0, -log10 NFA): 0 when k is what chance gives, and
+   growing with each inlier beyond it, whatever n.
+5. The located object: the axis-aligned bounding box (x1, y1, x2, y2) of the query box's four corners
    mapped by T; none when the candidate has fewer than ``min_inliers`` inliers, or when a corner maps
    to w <= 0 (the box crosses the homography's horizon: its image is unbounded).
 
 The parameters live under ``<method>.rerank.sv`` (``check`` validates them): model, threshold (tau,
-pixels), cap, max_iters, confidence and min_inliers.
+pixels), cap, max_iters, confidence, min_inliers and hamming.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from ..errors import InstanceSearchError
 
 # Pairs in a minimal sample of each model; fewer tentative pairs than this cannot be fitted.
 MODELS = {"affine": 3, "homography": 4}
-KEYS = ("model", "threshold", "cap", "max_iters", "confidence", "min_inliers")
+KEYS = ("model", "threshold", "cap", "max_iters", "confidence", "min_inliers", "hamming")
 # The prefix named by errors raised outside ``check``, where the caller's method is unknown.
 _KEY = "rerank.sv"
 # UsacParams (with a settable random state) arrived in OpenCV 4.5.1; older builds get plain RANSAC.
@@ -60,7 +71,7 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
 
 
-def _check_values(key: str, model, threshold, cap, max_iters, confidence, min_inliers) -> None:
+def _check_values(key: str, model, threshold, cap, max_iters, confidence, min_inliers, hamming=1.0) -> None:
     if not isinstance(model, str) or model not in MODELS:
         raise InstanceSearchError(f"{key}.model={model!r}: must be one of {', '.join(MODELS)}")
     if not _is_real(threshold) or threshold <= 0:
@@ -73,6 +84,8 @@ def _check_values(key: str, model, threshold, cap, max_iters, confidence, min_in
         raise InstanceSearchError(f"{key}.confidence={confidence!r}: must be a number in (0, 1)")
     if not _is_int(min_inliers) or min_inliers < 0:
         raise InstanceSearchError(f"{key}.min_inliers={min_inliers!r}: must be an integer >= 0")
+    if not _is_real(hamming) or not 0 <= hamming <= 1:
+        raise InstanceSearchError(f"{key}.hamming={hamming!r}: must be a fraction of the bits in [0, 1] (1: no check)")
 
 
 def _check_seed(seed) -> None:
@@ -134,6 +147,58 @@ def tentative_matches(q_words, c_words, cap: int) -> tuple[np.ndarray, np.ndarra
     # Pair k of query feature i is candidate c_order[lo_i + k]: one flat index array, no loop.
     offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     return np.repeat(qi, n), c_order[np.repeat(lo, n) + offset]
+
+
+def _bits(bits, n: int, what: str) -> np.ndarray:
+    bits = np.asarray(bits)
+    if bits.dtype != np.uint8 or bits.ndim != 2 or len(bits) != n:
+        raise InstanceSearchError(f"{what} bits must be a uint8 (n, bytes) array of its {n} features, got "
+                                  f"{bits.dtype} {bits.shape}")
+    return bits
+
+
+def agreeing_matches(qi, ci, q_bits, c_bits, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of the tentative pairs (qi, ci), those whose binarised residuals lie within ``max_distance``
+    bits, one to one: each query feature keeps its nearest candidate feature, then each candidate
+    feature its nearest query feature (ties: the lower index). Sorted by query index."""
+    h = np.bitwise_count(np.bitwise_xor(q_bits[qi], c_bits[ci])).sum(axis=1, dtype=np.int64)
+    keep = h <= max_distance
+    qi, ci, h = qi[keep], ci[keep], h[keep]
+    for mine, other in ((0, 1), (1, 0)):  # the nearest per query feature, then per candidate feature
+        pairs = (qi, ci)
+        order = np.lexsort((pairs[other], h, pairs[mine]))
+        first = np.r_[True, pairs[mine][order][1:] != pairs[mine][order][:-1]] if len(order) else order.astype(bool)
+        chosen = np.sort(order[first])
+        qi, ci, h = qi[chosen], ci[chosen], h[chosen]
+    order = np.lexsort((ci, qi))
+    return qi[order], ci[order]
+
+
+def significance(tentative: int, inliers: int, sample: int, p: float) -> float:
+    """max(0, -log10 NFA): how far ``inliers`` of ``tentative`` random matches exceed chance, for a
+    model fitted from ``sample`` pairs and a random match's inlier probability ``p`` (module doc)."""
+    from scipy.special import gammaln
+    from scipy.stats import binom
+
+    n, k, s = int(tentative), int(inliers), int(sample)
+    if k <= s or n <= s or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 0.0
+    log_tests = gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
+    log_tail = binom.logsf(k - s - 1, n - s, p)  # P[X >= k - s]
+    if not np.isfinite(log_tail):  # below float range: its first term, P[X = k - s], bounds it from below
+        log_tail = binom.logpmf(k - s, n - s, p)
+    return float(max(0.0, -(log_tests + log_tail) / np.log(10)))
+
+
+def chance(c_xy: np.ndarray, threshold: float) -> float:
+    """p: the probability that a random point of the matched candidate points' bounding box lies
+    within ``threshold`` of a predicted position (the circle's area over the box's, at most 1)."""
+    if len(c_xy) == 0:
+        return 1.0
+    span = np.maximum(c_xy.max(axis=0) - c_xy.min(axis=0), 2 * threshold)
+    return float(min(1.0, np.pi * threshold**2 / (span[0] * span[1])))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,13 +291,15 @@ def count_inliers(matrix: np.ndarray | None, q_xy, c_xy, threshold: float) -> in
 
 @dataclass(frozen=True, eq=False)
 class Verified:
-    """A candidate's verification: the inlier count (the score), the fitted query -> candidate
-    matrix (3 x 3, read-only; None: no model), the query box mapped into the candidate (None: too
-    few inliers or unbounded)."""
+    """A candidate's verification: the inlier count, the fitted query -> candidate matrix (3 x 3,
+    read-only; None: no model), the query box mapped into the candidate (None: too few inliers or
+    unbounded), the tentative matches fitted and how far the inliers exceed chance (module doc)."""
 
     inliers: int
     matrix: np.ndarray | None
     box: tuple[float, float, float, float] | None
+    tentative: int = 0
+    significance: float = 0.0
 
     def __eq__(self, other):  # the generated one would compare arrays ambiguously
         if not isinstance(other, Verified):
@@ -240,7 +307,8 @@ class Verified:
         if (self.matrix is None) != (other.matrix is None):
             return False
         same = self.matrix is None or np.array_equal(self.matrix, other.matrix)
-        return same and self.inliers == other.inliers and self.box == other.box
+        return (same and self.inliers == other.inliers and self.box == other.box
+                and self.tentative == other.tentative and self.significance == other.significance)
 
 
 def map_box(matrix: np.ndarray, box) -> tuple[float, float, float, float] | None:
@@ -255,47 +323,67 @@ def map_box(matrix: np.ndarray, box) -> tuple[float, float, float, float] | None
 
 
 def verify(q_xy, q_words, c_xy, c_words, query_box, *, cap: int, model: str, threshold: float, seed: int,
-           max_iters: int, confidence: float, min_inliers: int) -> Verified:
+           max_iters: int, confidence: float, min_inliers: int, hamming: float = 1.0, q_bits=None,
+           c_bits=None) -> Verified:
     """Verify one candidate against the query: tentative matches, fit, inliers, mapped query box
-    (``query_box`` x1, y1, x2, y2 pixels in the query; None: no box wanted)."""
-    _check_values(_KEY, model, threshold, cap, max_iters, confidence, min_inliers)
-    return _verify(_points(q_xy, "query"), _words(q_words), c_xy, c_words, query_box, cap, model, threshold, seed,
-                   max_iters, confidence, min_inliers)
+    (``query_box`` x1, y1, x2, y2 pixels in the query; None: no box wanted). ``q_bits``, ``c_bits``:
+    each feature's binarised residual (uint8 rows), needed when ``hamming`` < 1."""
+    _check_values(_KEY, model, threshold, cap, max_iters, confidence, min_inliers, hamming)
+    q, qw = _points(q_xy, "query"), _words(q_words)
+    return _verify(q, qw, _query_bits(q_bits, len(q), hamming), c_xy, c_words, c_bits, query_box, cap, model,
+                   threshold, seed, max_iters, confidence, min_inliers, hamming)
 
 
-def _verify(q, qw, c_xy, c_words, query_box, cap, model, threshold, seed, max_iters, confidence,
-            min_inliers) -> Verified:
-    """``verify`` with settings already checked and the query's points and words already read."""
+def _query_bits(q_bits, n: int, hamming: float):
+    if hamming >= 1:
+        return None
+    if q_bits is None:
+        raise InstanceSearchError(f"{_KEY}.hamming={hamming} checks descriptors, but the features have no "
+                                  "binarised residuals; re-run encode, or set hamming: 1")
+    return _bits(q_bits, n, "query")
+
+
+def _verify(q, qw, qb, c_xy, c_words, c_bits, query_box, cap, model, threshold, seed, max_iters, confidence,
+            min_inliers, hamming) -> Verified:
+    """``verify`` with settings already checked and the query's points, words and bits already read."""
     c, cw = _points(c_xy, "candidate"), _words(c_words)
     if len(q) != len(qw) or len(c) != len(cw):
         raise InstanceSearchError(f"features and words differ in number (query {len(q)} vs {len(qw)}, "
                                   f"candidate {len(c)} vs {len(cw)})")
     qi, ci = tentative_matches(qw, cw, cap)
+    if qb is not None:
+        cb = _bits(c_bits, len(c), "candidate")
+        if cb.shape[1] != qb.shape[1]:
+            raise InstanceSearchError(f"query features have {qb.shape[1]} bytes of bits but the candidate's "
+                                      f"{cb.shape[1]}; encode both with the same model")
+        qi, ci = agreeing_matches(qi, ci, qb, cb, int(np.floor(hamming * 8 * qb.shape[1])))
     matrix, _ = fit(q[qi], c[ci], model, threshold, seed, max_iters, confidence)
     if matrix is None:
-        return Verified(0, None, None)
+        return Verified(0, None, None, len(qi), 0.0)
     inliers = count_inliers(matrix, q[qi], c[ci], threshold)
     box = map_box(matrix, query_box) if query_box is not None and inliers >= min_inliers else None
     matrix.setflags(write=False)
-    return Verified(inliers, matrix, box)
+    return Verified(inliers, matrix, box, len(qi),
+                    significance(len(qi), inliers, MODELS[model], chance(c[ci], threshold)))
 
 
 def verify_many(q_xy, q_words, query_box, candidates, *, workers: int, cap: int, model: str,
                 threshold: float, seed: int, max_iters: int, confidence: float,
-                min_inliers: int) -> list[Verified]:
-    """``verify`` for each (c_xy, c_words) of ``candidates``, in their order. ``workers`` threads (OpenCV
-    releases the GIL while fitting); every candidate gets the same seed, so the results do not
-    depend on ``workers``."""
+                min_inliers: int, hamming: float = 1.0, q_bits=None) -> list[Verified]:
+    """``verify`` for each (c_xy, c_words) or (c_xy, c_words, c_bits) of ``candidates``, in their order.
+    ``workers`` threads (OpenCV releases the GIL while fitting); every candidate gets the same seed, so
+    the results do not depend on ``workers``."""
     if not _is_int(workers) or workers < 1:
         raise InstanceSearchError(f"workers={workers!r}: must be an integer >= 1")
-    _check_values(_KEY, model, threshold, cap, max_iters, confidence, min_inliers)
+    _check_values(_KEY, model, threshold, cap, max_iters, confidence, min_inliers, hamming)
     _check_seed(seed)
     q, qw = _points(q_xy, "query"), _words(q_words)
+    qb = _query_bits(q_bits, len(q), hamming)
 
     def one(candidate) -> Verified:
-        c_xy, c_words = candidate
-        return _verify(q, qw, c_xy, c_words, query_box, cap, model, threshold, seed, max_iters, confidence,
-                       min_inliers)
+        c_xy, c_words, *rest = candidate
+        return _verify(q, qw, qb, c_xy, c_words, rest[0] if rest else None, query_box, cap, model, threshold,
+                       seed, max_iters, confidence, min_inliers, hamming)
 
     candidates = list(candidates)
     if workers == 1 or len(candidates) < 2:

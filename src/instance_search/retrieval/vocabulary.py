@@ -92,6 +92,17 @@ class Assigner:
 
         return kmeans_torch.assign(x, self.centroids, self.device)
 
+    def nearest(self, x: np.ndarray, k: int) -> np.ndarray:
+        """The k nearest words of each row, nearest first: (n, k) int32 (multiple assignment of the few
+        query features: exact faiss on the CPU, whatever the device)."""
+        k = min(k, len(self.centroids))
+        if len(x) == 0:
+            return np.zeros((0, k), np.int32)
+        index = self.index if self.device == "cpu" else faiss.IndexFlatL2(self.centroids.shape[1])
+        if self.device != "cpu":
+            index.add(self.centroids)
+        return index.search(np.ascontiguousarray(x, dtype=np.float32), k)[1].astype(np.int32)
+
 
 class Vocabulary:
     """Everything that maps a local feature to its word: optional whitening, then the centroids.
