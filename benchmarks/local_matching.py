@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 UKBENCH = REPO.parent / "shared" / "data" / "ukbench-500"
 HAMMING = (1.0, 0.4, 0.35, 0.3, 0.25)
 WEIGHTS = {"inliers": (0.005, 0.01, 0.015, 0.02, 0.04), "significance": (0.002, 0.005, 0.01, 0.02, 0.04, 0.1)}
-MIN_INLIERS = (0, 6, 10)
+MIN_INLIERS = (0, 6, 7, 10)
 
 
 def build(params: dict, dataset: str, method: str, out: Path) -> tuple[Path, Path]:
@@ -95,15 +95,22 @@ def reranked(first, added: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def stats(gnd, first, values: np.ndarray) -> dict:
+def stats(gnd, first, values: np.ndarray, masks: dict) -> dict:
+    """Median and 99th percentile of ``values`` (nq, t) over the positives and the negatives of the
+    verified top, over all queries and over each half's."""
     pos = np.zeros(values.shape, bool)
     for j, q in enumerate(gnd.queries):
         pos[j] = np.isin(first.ranks[j, :values.shape[1]], q.positives)
     out = {}
-    for name, m in (("positives", pos), ("negatives", ~pos)):
-        v = values[m]
-        out[name] = {"median": float(np.median(v)) if len(v) else None,
+    for half, rows in {"all": np.ones(len(values), bool), **masks}.items():
+        for name, m in (("positives", pos), ("negatives", ~pos)):
+            v = values[m & rows[:, None]]
+            entry = {"median": float(np.median(v)) if len(v) else None,
                      "p99": float(np.percentile(v, 99)) if len(v) else None, "n": int(len(v))}
+            if half == "all":
+                out[name] = entry
+            else:
+                out.setdefault("halves", {}).setdefault(half, {})[name] = entry
     return out
 
 
@@ -160,8 +167,8 @@ def main(argv=None) -> int:
                 tic = time.perf_counter()
                 inl, sig = verify_top(ix, queries, first, sv, t)
                 elapsed = time.perf_counter() - tic
-                cell = res["sv"][str(hamming)] = {"verify_s": round(elapsed, 1), "inliers": stats(ix.gnd, first, inl),
-                                                  "significance": stats(ix.gnd, first, sig), "grid": []}
+                cell = res["sv"][str(hamming)] = {"verify_s": round(elapsed, 1), "inliers": stats(ix.gnd, first, inl, masks),
+                                                  "significance": stats(ix.gnd, first, sig, masks), "grid": []}
                 print(f"{aggregation} hamming {hamming}: {elapsed:.0f} s; inliers {cell['inliers']}; "
                       f"significance {cell['significance']}", flush=True)
                 for score, min_inliers in itertools.product(("inliers", "significance"), MIN_INLIERS):

@@ -156,7 +156,7 @@ def test_codebook_and_encode_declare_a_gpu_where_the_codebook_runs_on_cuda(tmp_p
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     auto = int(torch.cuda.is_available())
-    expected = {"sift": 1, "blcf": auto, "frcnn": 0, "gem": 0}
+    expected = {"sift": 1, "blcf": auto, "frcnn": 0, "gem": 0, "xfeat": auto}
     for d in params["run"]["datasets"]:
         for m in params["run"]["methods"]:
             assert f"Learning the {m} model of {d} (gpu={expected[m]})" in out, (m, out[-3000:])

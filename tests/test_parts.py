@@ -20,7 +20,8 @@ from instance_search.features.parts import image_range
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"max_side": 160, "workers": 0}
 SETTINGS = {"sift": {"max_side": 160, "shard_size": 2}, "blcf": {**SMALL, "shard_size": 2},
-            "frcnn": {**SMALL, "shard_size": 2}, "gem": {**SMALL, "scales": [1.0]}}
+            "frcnn": {**SMALL, "shard_size": 2}, "gem": {**SMALL, "scales": [1.0]},
+            "xfeat": {"max_side": 160, "shard_size": 2, "device": "cpu"}}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def test_parts_deal_out_whole_shards_in_order():
         image_range(7, 3, (4, 4))
 
 
-@pytest.mark.parametrize("method", ["sift", "blcf", "frcnn", "gem"])
+@pytest.mark.parametrize("method", ["sift", "blcf", "frcnn", "gem", "xfeat"])
 def test_four_parts_gather_into_the_bytes_of_one_job(tiny, tmp_path, method):
-    if method != "sift":
+    if method not in ("sift", "xfeat"):  # xfeat's weights come with its package
         require_weights("mobilenet_v2")
     out, params = tiny
     gnd = out / "gnd.json"
@@ -74,10 +75,10 @@ def test_four_parts_gather_into_the_bytes_of_one_job(tiny, tmp_path, method):
         assert not differ, (method, n, differ)
 
 
-@pytest.mark.parametrize("method", ["sift", "blcf"])
+@pytest.mark.parametrize("method", ["sift", "blcf", "xfeat"])
 def test_bags_of_words_encode_in_parts_into_the_bytes_of_one_job(tiny, tmp_path, method):
     """The nearest words in 4 part jobs, the word weights at the gathering: the index one job writes."""
-    if method != "sift":
+    if method == "blcf":
         require_weights("mobilenet_v2")
     out, params = tiny
     gnd = out / "gnd.json"

@@ -38,6 +38,7 @@ def photos(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("photos")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["sift"]["codebook"]["words"] = 300  # 60 photos
+    params["xfeat"]["codebook"]["words"] = 300
     params["blcf"]["codebook"].update(words=200, pca_dim=64)
     for m in ("blcf", "frcnn", "gem"):
         params[m]["extract"]["max_side"] = 320

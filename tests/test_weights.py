@@ -226,6 +226,8 @@ def test_the_demo_needs_only_mobilenet_v2():
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     needed = _names(params)
     assert needed.pop("sift") == []
+    assert needed.pop("xfeat") == []  # its weights come inside its package, checked by weights.packaged
+    assert [w["file"] for w in weights.packaged(params, "xfeat")] == ["xfeat.pt"]
     assert needed and all(files == [(f"{m}.extract.backbone", "mobilenet_v2", backbones.OFFLINE_FILE)]
                           for m, files in needed.items()), needed
     locked = dl.read_lock(REPO / "workflow" / "weights.lock.json")  # so a frozen CI run accepts the offline file
@@ -239,6 +241,7 @@ def test_the_full_profile_needs_vgg16_the_coco_detector_and_mobilenet_v2():
         "blcf": [("blcf.extract.backbone", "vgg16", "vgg16-397923af.pth")],
         "frcnn": [("frcnn.extract.detector", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")],
         "gem": [("gem.extract.backbone", "mobilenet_v2", "mobilenet_v2-b0353104.pth")],
+        "xfeat": [],  # in its package (weights.packaged), nothing to download
     }
     assert all(w.url.startswith("https://download.pytorch.org/models/")
                for m in params["run"]["methods"] for w in weights.needed(params, m))

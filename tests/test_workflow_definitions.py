@@ -258,7 +258,7 @@ def test_parts_split_extraction_into_jobs_that_keep_their_gpu(tmp_path, params):
         for i in range(4):
             assert f"Extracting {m} features of synthetic, part {i} of 4 (gpu={gpu})" in out, (m, i)
         assert f"Extracting {m} features of synthetic (gpu=0)" in out, m
-    methods, words = params["run"]["methods"], [m for m in params["run"]["methods"] if m in ("sift", "blcf")]
+    methods, words = params["run"]["methods"], [m for m in params["run"]["methods"] if m in ("sift", "blcf", "xfeat")]
     for m in words:  # bags of words encode in parts too (the nearest words); the others in one job
         assert f"Encoding synthetic with the {m} model, part 3 of 4 (gpu=0)" in out, m
     counts = dict(re.findall(r"^((?:extract|encode)\w*)\s+(\d+)$", out, flags=re.M))  # the job count table

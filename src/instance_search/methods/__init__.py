@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import InstanceSearchError
 from .base import Method, Queries
-from .bow import BagOfWords, CnnFeatures, SiftFeatures
+from .bow import BagOfWords, CnnFeatures, SiftFeatures, XfeatFeatures
 from .descriptors import GlobalMethod
 from .regions import RegionMethod
 
@@ -21,6 +21,7 @@ METHODS: dict[str, Method] = {
                                                  "sculptures6k": 0.065}),
     "frcnn": RegionMethod(published={"oxford5k": 0.652, "paris6k": 0.561, "instre": 0.091, "sculptures6k": 0.132}),
     "gem": GlobalMethod(),  # not in the seed: the modern baseline the tables compare against
+    "xfeat": BagOfWords(XfeatFeatures()),  # not in the seed: learned local features (CVPR 2024) in sift's place
 }
 
 
