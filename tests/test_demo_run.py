@@ -143,15 +143,16 @@ def test_demo_numbers_are_the_golden_ones(demo):
 
 
 # The option each method's default params select, and the pipeline stage that ends with it.
-SELECTED = {"sift": ("sv", "rerank"), "blcf": ("window", "rerank"), "frcnn": ("regions", "rerank"),
-            "gem": ("aqe", "expand")}
+SELECTED = {"sift": ("asmk+sv", "rerank"), "blcf": ("bow+sv", "rerank"), "frcnn": ("regions", "rerank"),
+            "gem": ("aqe", "expand"), "xfeat": ("asmk+sv", "rerank")}
 
 
 def test_options_tables_agree_with_the_pipeline(demo):
     """The options step re-runs each second-stage option from the stored first stage; the option the
     params select gives exactly the pipeline's own stage, and the tables hold a row per method and metric."""
     params = yaml.safe_load((demo / "params.yaml").read_text(encoding="utf-8"))
-    assert params["sift"]["rerank"]["mode"] == "sv" and params["blcf"]["rerank"]["mode"] == "window"
+    assert params["sift"]["search"]["aggregation"] == "asmk" and params["blcf"]["search"]["aggregation"] == "bow"
+    assert params["sift"]["rerank"]["mode"] == "sv" and params["blcf"]["rerank"]["mode"] == "sv"
     assert params["sift"]["expand"]["mode"] == "none" and params["gem"]["rerank"]["mode"] == "none"
     for similarity in params["run"]["similarities"]:
         for method, (option, stage) in SELECTED.items():
@@ -194,7 +195,7 @@ def test_rankings_kept_to_their_top_evaluate_as_the_whole_ones(demo, tmp_path):
         assert (here / "m.json").read_bytes() == (demo / f"results/metrics/{name}.json").read_bytes(), method
         assert (here / "q.csv").read_bytes() == (demo / f"results/per_query/{name}.csv").read_bytes(), method
         assert (here / "pr.csv").read_bytes() == (demo / f"results/pr/{name}.csv").read_bytes(), method
-    assert kept == 3 * 100 + 5, kept  # sift, blcf, frcnn keep their 100 candidates, gem rankings.keep
+    assert kept == 4 * 100 + 5, kept  # sift, blcf, frcnn, xfeat keep their 100 candidates, gem rankings.keep
 
 
 def test_snakemake_reproduces_the_committed_dvc_lock(demo):

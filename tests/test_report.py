@@ -237,7 +237,8 @@ def _options_file(path: Path, dataset: str, method: str, first: float, options: 
 
 
 def test_options_table_puts_each_option_beside_the_first_stage_and_names_the_best(tmp_path):
-    paths = [_options_file(tmp_path / "a-sift.json", "a", "sift", 0.5, {"sv": 0.7, "window": 0.6}),
+    paths = [_options_file(tmp_path / "a-sift.json", "a", "sift", 0.5,
+                           {"asmk+sv": 0.7, "bow+window": 0.6, "asmk": 0.5}),
              _options_file(tmp_path / "a-gem.json", "a", "gem", 0.6, {"aqe": 0.6, "diffusion": 0.4}, whitening="none"),
              _options_file(tmp_path / "a-frcnn.json", "a", "frcnn", 0.5, {"regions": 0.4}, proposals="grid")]
     io.write_json(tmp_path / "photos-sift.json", {"dataset": "photos", "method": "sift", "similarity": "cosine",
@@ -246,16 +247,17 @@ def test_options_table_puts_each_option_beside_the_first_stage_and_names_the_bes
     md, csv = tmp_path / "t.md", tmp_path / "t.csv"
     table = report.write_options_table(paths, "cosine", md, csv)
     # columns: labels where a row has one, the options in their fixed order, then the best
-    assert list(table.columns) == ["dataset", "method", "proposals", "whitening", "metric", "first_stage", "window",
-                                   "sv", "regions", "diffusion", "aqe", "best"]
+    assert list(table.columns) == ["dataset", "method", "proposals", "whitening", "metric", "first_stage",
+                                   "bow+window", "asmk", "asmk+sv", "regions", "diffusion", "aqe", "best"]
     assert table["metric"].tolist() == ["mAP", "NDCG", "N-S"] * 3  # the unevaluated photo folder has no row
-    rows = {(r.method, r.metric): r for r in table.itertuples(index=False)}
-    assert rows["sift", "mAP"].sv == 0.7 and rows["sift", "mAP"].window == 0.6 and rows["sift", "mAP"].best == "sv"
-    assert rows["gem", "mAP"].best == "first_stage"  # aqe ties with the first stage: ties go left
-    assert rows["frcnn", "N-S"].best == "first_stage" and rows["frcnn", "mAP"].proposals == "grid"
-    assert math.isnan(rows["sift", "mAP"].aqe)
+    rows = {(r["method"], r["metric"]): r for r in table.to_dict("records")}
+    assert rows["sift", "mAP"]["asmk+sv"] == 0.7 and rows["sift", "mAP"]["bow+window"] == 0.6
+    assert rows["sift", "mAP"]["best"] == "asmk+sv"
+    assert rows["gem", "mAP"]["best"] == "first_stage"  # aqe ties with the first stage: ties go left
+    assert rows["frcnn", "N-S"]["best"] == "first_stage" and rows["frcnn", "mAP"]["proposals"] == "grid"
+    assert math.isnan(rows["sift", "mAP"]["aqe"])
     text = md.read_text()
-    assert "| a | sift |  |  | mAP | 0.500 | 0.600 | 0.700 |  |  |  | sv |" in text
+    assert "| a | sift |  |  | mAP | 0.500 | 0.600 | 0.500 | 0.700 |  |  |  | asmk+sv |" in text
     first = csv.read_bytes()
     report.write_options_table(paths, "cosine", md, csv)
     assert csv.read_bytes() == first

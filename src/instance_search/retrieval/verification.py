@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 
 from ..errors import InstanceSearchError
+from .asmk import hamming as hamming_distances
 
 # Pairs in a minimal sample of each model; fewer tentative pairs than this cannot be fitted.
 MODELS = {"affine": 3, "homography": 4}
@@ -161,7 +162,7 @@ def agreeing_matches(qi, ci, q_bits, c_bits, max_distance: int) -> tuple[np.ndar
     """Of the tentative pairs (qi, ci), those whose binarised residuals lie within ``max_distance``
     bits, one to one: each query feature keeps its nearest candidate feature, then each candidate
     feature its nearest query feature (ties: the lower index). Sorted by query index."""
-    h = np.bitwise_count(np.bitwise_xor(q_bits[qi], c_bits[ci])).sum(axis=1, dtype=np.int64)
+    h = hamming_distances(q_bits[qi], c_bits[ci])
     keep = h <= max_distance
     qi, ci, h = qi[keep], ci[keep], h[keep]
     for mine, other in ((0, 1), (1, 0)):  # the nearest per query feature, then per candidate feature
@@ -181,9 +182,7 @@ def significance(tentative: int, inliers: int, sample: int, p: float) -> float:
     from scipy.stats import binom
 
     n, k, s = int(tentative), int(inliers), int(sample)
-    if k <= s or n <= s or p <= 0:
-        return 0.0
-    if p >= 1:
+    if k <= s or n <= s or not 0 < p < 1:
         return 0.0
     log_tests = gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
     log_tail = binom.logsf(k - s - 1, n - s, p)  # P[X >= k - s]
