@@ -177,18 +177,3 @@ class InvertedFile:
         den = np.sqrt(self.weights[q_words].sum() * norms)
         return np.divide(dots, den, out=np.zeros_like(dots), where=den > 0)
 
-
-def pair_score(q_words, q_bits, x_words, x_bits, idf, dims: int, alpha: float, threshold: float,
-               weight_absent: float = 1.0) -> float:
-    """S(Q, X) of one pair, word by word: the brute-force reference of :class:`InvertedFile`."""
-    w = np.asarray(idf, np.float64) ** 2
-    x = {int(c): b for c, b in zip(x_words, x_bits)}
-    q = set(int(c) for c in q_words)
-    dot = 0.0
-    for c, b in zip(q_words, q_bits):
-        if int(c) in x:
-            h = int(np.unpackbits(np.bitwise_xor(b, x[int(c)]))[:dims].sum())
-            dot += w[int(c)] * float(selective(1 - 2 * h / dims, alpha, threshold))
-    nq = sum(w[c] for c in q)
-    nx = sum(w[int(c)] * (1.0 if int(c) in q else weight_absent) for c in x_words)
-    return dot / np.sqrt(nq * nx) if nq * nx > 0 else 0.0

@@ -72,7 +72,7 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
 
 
-def _check_values(key: str, model, threshold, cap, max_iters, confidence, min_inliers, hamming=1.0) -> None:
+def _check_values(key: str, model, threshold, cap, max_iters, confidence, min_inliers, hamming) -> None:
     if not isinstance(model, str) or model not in MODELS:
         raise InstanceSearchError(f"{key}.model={model!r}: must be one of {', '.join(MODELS)}")
     if not _is_real(threshold) or threshold <= 0:
@@ -238,7 +238,7 @@ def fit(q_xy, c_xy, model: str, threshold: float, seed: int, max_iters: int,
     """Robust fit of the transform mapping q_xy[k] to c_xy[k]: (3 x 3 float64 matrix or None, inlier
     mask bool (n,) as OpenCV reports it). Too few pairs for the model, or no model found: (None, all
     False). Deterministic: the same inputs give the same output."""
-    _check_values(_KEY, model, threshold, 1, max_iters, confidence, 0)
+    _check_values(_KEY, model, threshold, 1, max_iters, confidence, 0, 1.0)
     _check_seed(seed)
     q, c = _points(q_xy, "query"), _points(c_xy, "candidate")
     if len(q) != len(c):

@@ -78,6 +78,7 @@ class Assigner:
     def __init__(self, centroids: np.ndarray, device: str = "cpu"):
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.device = device
+        self.index = None  # exact faiss search on the CPU: the assignment there, multiple assignment anywhere
         if device == "cpu":
             self.index = faiss.IndexFlatL2(centroids.shape[1])
             self.index.add(self.centroids)
@@ -98,10 +99,10 @@ class Assigner:
         k = min(k, len(self.centroids))
         if len(x) == 0:
             return np.zeros((0, k), np.int32)
-        index = self.index if self.device == "cpu" else faiss.IndexFlatL2(self.centroids.shape[1])
-        if self.device != "cpu":
-            index.add(self.centroids)
-        return index.search(np.ascontiguousarray(x, dtype=np.float32), k)[1].astype(np.int32)
+        if self.index is None:  # another device: a CPU index of the centroids, built once
+            self.index = faiss.IndexFlatL2(self.centroids.shape[1])
+            self.index.add(self.centroids)
+        return self.index.search(np.ascontiguousarray(x, dtype=np.float32), k)[1].astype(np.int32)
 
 
 class Vocabulary:
