@@ -1,9 +1,9 @@
 # The instance-search workflow. Run from the repository root:
 #     snakemake --cores 8 --resources gpu=1        (the default profile, profiles/default)
 #     snakemake --profile profiles/full            (every dataset, the papers' settings: params-full.yaml)
-# Every step is a command `python workflow/scripts/<step>.py --params params.yaml --<name> <path> ...`
-# whose arguments are the rule's named inputs, outputs and wildcards (workflow/rules/common.smk);
-# dvc.yaml is generated from these rules (make dvc-yaml), never edited.
+# Every rule runs a step declared in src/instance_search/pipeline: `python workflow/scripts/step.py <rule>
+# --params params.yaml --<name> <path> ...` (workflow/rules/common.smk); dvc.yaml is generated from these
+# rules and the declarations (make dvc-yaml), never edited.
 from snakemake.utils import min_version, validate
 
 min_version("8.20")

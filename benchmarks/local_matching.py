@@ -51,11 +51,11 @@ def build(params: dict, dataset: str, method: str, out: Path) -> tuple[Path, Pat
     if not gnd.is_file():
         prepare(params, dataset, gnd)
     if not (d / "features").is_dir():
-        steps.extract(params, method, gnd, d / "features")
+        steps.extract(params, "ukbench500", method, gnd, d / "features")
     if not (d / "model.npz").is_file():
-        steps.learn(params, method, gnd, d / "features", d / "model.npz")
+        steps.codebook(params, method, gnd, d / "features", d / "model.npz")
     if not (d / "index" / "asmk.npz").is_file():
-        steps.encode(params, method, gnd, d / "features", d / "model.npz", d / "index")
+        steps.encode(params, "ukbench500", method, gnd, d / "features", d / "model.npz", d / "index")
     return gnd, d / "index"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instance_search import steps
+from instance_search.pipeline import steps
 from instance_search.config import load_params, schema_path
 from instance_search.datasets.prepare import prepare
 from instance_search.index import load_index
@@ -75,9 +75,9 @@ def ukbench_index(method: str, params: dict) -> Path:
     start = time.perf_counter()
     if not gnd.is_file():
         prepare(params, "ukbench500", gnd)
-    steps.extract(params, method, gnd, index / "features")
-    steps.learn(params, method, gnd, index / "features", index / "model.npz")
-    steps.encode(params, method, gnd, index / "features", index / "model.npz", index / "index")
+    steps.extract(params, "ukbench500", method, gnd, index / "features")
+    steps.codebook(params, method, gnd, index / "features", index / "model.npz")
+    steps.encode(params, "ukbench500", method, gnd, index / "features", index / "model.npz", index / "index")
     print(f"  built in {time.perf_counter() - start:.0f} s", flush=True)
     return index
 

@@ -50,9 +50,9 @@ def main(argv=None) -> int:
         d = args.out / m
         started = time.perf_counter()
         if not (d / "index").is_dir():
-            steps.extract(params, m, gnd, d / "features")
-            steps.learn(params, m, gnd, d / "features", d / "model.npz")
-            steps.encode(params, m, gnd, d / "features", d / "model.npz", d / "index")
+            steps.extract(params, "ukbench500", m, gnd, d / "features")
+            steps.codebook(params, m, gnd, d / "features", d / "model.npz")
+            steps.encode(params, "ukbench500", m, gnd, d / "features", d / "model.npz", d / "index")
         built = time.perf_counter() - started
         steps.rank(params, "cosine", gnd, d / "index", d / "rank.npz")
         steps.options(params, "cosine", gnd, d / "index", d / "rank.npz", args.out / "options" / f"ukbench500-{m}.json")

@@ -127,7 +127,7 @@ def tiny_sift(tmp_path_factory):
 
     import yaml
 
-    from instance_search import steps
+    from instance_search.pipeline import steps
     from instance_search.datasets import synthetic
     from instance_search.datasets.prepare import prepare
     from instance_search.index import open_index
@@ -142,9 +142,9 @@ def tiny_sift(tmp_path_factory):
     params["sift"]["codebook"].update(words=32, sample=20000)
     gnd = out / "gnd.json"
     prepare(params, "tiny", gnd)
-    steps.extract(params, "sift", gnd, out / "features")
-    steps.learn(params, "sift", gnd, out / "features", out / "model.npz")
-    steps.encode(params, "sift", gnd, out / "features", out / "model.npz", out / "index")
+    steps.extract(params, "test", "sift", gnd, out / "features")
+    steps.codebook(params, "sift", gnd, out / "features", out / "model.npz")
+    steps.encode(params, "test", "sift", gnd, out / "features", out / "model.npz", out / "index")
     return params, out, open_index(out / "index", gnd)
 
 

@@ -202,12 +202,12 @@ def test_frozen_environment_variable_in_the_fetch_script(tmp_path):
     full["fetch"] = {"frozen": False}
     full["datasets"]["mine"] = params["datasets"]["mine"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(full))
-    script = REPO / "workflow/scripts/fetch.py"
+    script = REPO / "workflow/scripts/step.py"
     # Run from tmp_path: a lock path relative to the working folder is then tmp_path's, never the repository's.
     # the step names its output; the lock is workflow/datasets.lock.json of the working folder
     where = ["--manifest", str(tmp_path / "data/mine/manifest.json")]
     lock = tmp_path / "workflow/datasets.lock.json"
-    cmd = [sys.executable, str(script), "--params", str(tmp_path / "params.yaml"), "--schema", str(SCHEMA),
+    cmd = [sys.executable, str(script), "fetch", "--params", str(tmp_path / "params.yaml"), "--schema", str(SCHEMA),
            "--dataset", "mine", *where]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, dl.FROZEN_ENV: "1"})
     assert proc.returncode == 1, proc.stderr
@@ -374,7 +374,8 @@ STEP = '''
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {here!r})
-from instance_search import io, runner
+from instance_search import io
+from instance_search.pipeline import runner
 
 def main(args, params):
     if args.mode == "write":
@@ -404,7 +405,7 @@ def main(args, params):
 p = runner.parser("test step")
 p.add_argument("--out", required=True)
 p.add_argument("--mode", required=True)
-runner.run(p, main, __file__)
+runner.run(p, main, __file__, outputs=lambda args: [args.out])
 '''
 
 FAKE_EXTRACT = '''

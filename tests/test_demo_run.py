@@ -175,17 +175,17 @@ def test_rankings_kept_to_their_top_evaluate_as_the_whole_ones(demo, tmp_path):
     kept = 0
     for method in params["run"]["methods"]:
         here, there = tmp_path / method, demo / "results/synthetic" / method / "cosine"
-        common = ["--params", str(tmp_path / "params.yaml"), "--dataset", "synthetic", "--method", method,
-                  "--similarity", "cosine", "--gnd", "results/synthetic/gnd.json"]
+        common = ["--params", str(tmp_path / "params.yaml"), "--similarity", "cosine",
+                  "--gnd", "results/synthetic/gnd.json"]
         index = ["--index", f"results/synthetic/{method}/index"]
         steps = [("rank", [*index, "--rank", here / "rank.npz"]),
                  ("rerank", [*index, "--rank", here / "rank.npz", "--rerank", here / "rerank.npz"]),
                  ("expand", [*index, "--rerank", here / "rerank.npz", "--expand", here / "expand.npz"]),
-                 ("evaluate", ["--rank", here / "rank.npz", "--rerank", here / "rerank.npz", "--expand",
-                               here / "expand.npz", "--metrics", here / "m.json", "--per-query", here / "q.csv",
-                               "--pr", here / "pr.csv"])]
+                 ("evaluate", ["--dataset", "synthetic", "--method", method, "--rank", here / "rank.npz",
+                               "--rerank", here / "rerank.npz", "--expand", here / "expand.npz", "--metrics",
+                               here / "m.json", "--per-query", here / "q.csv", "--pr", here / "pr.csv"])]
         for step, args in steps:
-            proc = workflow_tools.run([sys.executable, f"workflow/scripts/{step}.py", *common, *map(str, args)],
+            proc = workflow_tools.run([sys.executable, "workflow/scripts/step.py", step, *common, *map(str, args)],
                                       cwd=demo, timeout=DEMO_TIMEOUT)
             assert proc.returncode == 0, (method, step, tail(proc))
         with np.load(here / "rank.npz") as r, np.load(there / "rank.npz") as whole:

@@ -589,10 +589,10 @@ def test_registry_covers_every_dataset_with_http_addresses():
 
 
 def test_fetch_script_reports_one_line_and_exit_1(tmp_path):
-    script = REPO / "workflow/scripts/fetch.py"
-    proc = subprocess.run([sys.executable, str(script), "--params", str(REPO / "params.yaml"), "--dataset", "nosuch",
+    script = REPO / "workflow/scripts/step.py"
+    proc = subprocess.run([sys.executable, str(script), "fetch", "--params", str(REPO / "params.yaml"), "--dataset", "nosuch",
                            "--manifest", str(tmp_path / "data/nosuch/manifest.json")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: {REPO / 'params.yaml'}: key datasets.nosuch not found; define it there"]
+        "error: key datasets.nosuch is not in the params file; define it there"]

@@ -30,9 +30,9 @@ def run(tmp_path_factory):
     params["frcnn"]["extract"].update(max_side=160, layer="features.17", workers=0, shard_size=5)
     gnd = out / "gnd.json"
     prepare(params, "tiny", gnd)
-    steps.extract(params, "frcnn", gnd, out / "features")
-    steps.learn(params, "frcnn", gnd, out / "features", out / "model.npz")
-    steps.encode(params, "frcnn", gnd, out / "features", out / "model.npz", out / "index")
+    steps.extract(params, "test", "frcnn", gnd, out / "features")
+    steps.codebook(params, "frcnn", gnd, out / "features", out / "model.npz")
+    steps.encode(params, "test", "frcnn", gnd, out / "features", out / "model.npz", out / "index")
     paths = {s: out / f"{s}.npz" for s in ("first_stage", "rerank", "expand")}
     steps.rank(params, "cosine", gnd, out / "index", paths["first_stage"])
     steps.rerank(params, "cosine", gnd, out / "index", paths["first_stage"], paths["rerank"])
@@ -118,11 +118,11 @@ def test_features_of_the_earlier_format_or_another_image_list_are_refused(run, t
     (old / "manifest.json").write_text('{"n_images": 12, "dim": 320, "fallbacks": 0, "config": {}}')
     (old / "regions.npz").write_bytes(b"")
     with pytest.raises(InstanceSearchError, match="earlier version.*re-run the extract step"):
-        steps.encode(params, "frcnn", out / "gnd.json", old, out / "model.npz", tmp_path / "index")
+        steps.encode(params, "test", "frcnn", out / "gnd.json", old, out / "model.npz", tmp_path / "index")
     other = tmp_path / "other"
     other.mkdir()
     manifest = (out / "features" / "manifest.json").read_text()
     (other / "manifest.json").write_text(manifest.replace('"n_images": 12', '"n_images": 11'))
     with pytest.raises(InstanceSearchError, match="11 images but the ground truth lists 12; re-run extract"):
-        steps.learn(params, "frcnn", out / "gnd.json", other, tmp_path / "model.npz")
+        steps.codebook(params, "frcnn", out / "gnd.json", other, tmp_path / "model.npz")
     assert not (tmp_path / "index").exists() and not (tmp_path / "model.npz").exists()

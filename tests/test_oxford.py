@@ -144,8 +144,8 @@ def _params_file(tmp_path: Path, root: Path) -> Path:
 
 
 def _prepare_script(params: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "workflow/scripts/prepare.py"), "--params", str(params),
-                           "--dataset", "ox", "--data", "unused", "--gnd", str(out)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(REPO / "workflow/scripts/step.py"), "prepare", "--params", str(params),
+                           "--dataset", "ox", "--gnd", str(out)], capture_output=True, text=True,
                           cwd=params.parent)
 
 

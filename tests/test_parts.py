@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import require_weights
 
-from instance_search import steps
+from instance_search.pipeline import steps
 from instance_search.datasets import synthetic
 from instance_search.datasets.prepare import prepare
 from instance_search.errors import InstanceSearchError
@@ -45,8 +45,8 @@ def files(folder: Path) -> dict[str, bytes]:
 def extract_in_parts(params, method, gnd, out: Path, n: int) -> Path:
     params = {**params, "compute": {**params["compute"], "parts": {"tiny": n}}}
     for i in range(n):
-        steps.extract(params, method, gnd, out / "features.parts" / f"{i}-of-{n}", part=(i, n))
-    steps.gather_features(params, "tiny", method, gnd, out / "features.parts", out / "features")
+        steps.extract_part(params, method, gnd, out / "features.parts" / f"{i}-of-{n}", i, n)
+    steps.extract(params, "tiny", method, gnd, out / "features", parts=out / "features.parts")
     return out / "features"
 
 
@@ -64,7 +64,7 @@ def test_four_parts_gather_into_the_bytes_of_one_job(tiny, tmp_path, method):
         require_weights("mobilenet_v2")
     out, params = tiny
     gnd = out / "gnd.json"
-    steps.extract(params, method, gnd, tmp_path / "whole")
+    steps.extract(params, "tiny", method, gnd, tmp_path / "whole")
     whole = files(tmp_path / "whole")
     assert whole and "manifest.json" in whole
     counts = (4, 8) if method == "sift" else (4,)  # 8 parts of 6 shards: some parts hold none
@@ -84,18 +84,18 @@ def test_bags_of_words_encode_in_parts_into_the_bytes_of_one_job(tiny, tmp_path,
     gnd = out / "gnd.json"
     params = {**params, method: {**params[method], "codebook": {**params[method]["codebook"], "words": 16,
                                                                 "sample": 5000, "pca_dim": 0}}}
-    steps.extract(params, method, gnd, tmp_path / "features")
-    steps.learn(params, method, gnd, tmp_path / "features", tmp_path / "model.npz")
-    steps.encode(params, method, gnd, tmp_path / "features", tmp_path / "model.npz", tmp_path / "index")
+    steps.extract(params, "tiny", method, gnd, tmp_path / "features")
+    steps.codebook(params, method, gnd, tmp_path / "features", tmp_path / "model.npz")
+    steps.encode(params, "tiny", method, gnd, tmp_path / "features", tmp_path / "model.npz", tmp_path / "index")
     parted = {**params, "compute": {**params["compute"], "parts": {"tiny": 4}}}
     for i in range(4):
-        steps.encode(parted, method, gnd, tmp_path / "features", tmp_path / "model.npz",
-                     tmp_path / "index.parts" / f"{i}-of-4", part=(i, 4))
-    steps.gather_index(parted, "tiny", method, gnd, tmp_path / "features", tmp_path / "model.npz",
-                       tmp_path / "index.parts", tmp_path / "gathered")
+        steps.encode_part(parted, method, gnd, tmp_path / "features", tmp_path / "model.npz",
+                          tmp_path / "index.parts" / f"{i}-of-4", i, 4)
+    steps.encode(parted, "tiny", method, gnd, tmp_path / "features", tmp_path / "model.npz", tmp_path / "gathered",
+                 parts=tmp_path / "index.parts")
     assert files(tmp_path / "gathered") == files(tmp_path / "index")
     with pytest.raises(InstanceSearchError, match="gem encodes in one job"):
-        steps.encode(parted, "gem", gnd, tmp_path / "features", tmp_path / "model.npz", tmp_path / "x", part=(0, 4))
+        steps.encode_part(parted, "gem", gnd, tmp_path / "features", tmp_path / "model.npz", tmp_path / "x", 0, 4)
 
 
 def test_a_gather_refuses_missing_foreign_or_miscounted_parts(tiny, tmp_path):
@@ -106,12 +106,12 @@ def test_a_gather_refuses_missing_foreign_or_miscounted_parts(tiny, tmp_path):
     folder = tmp_path / "features.parts"
     shutil.rmtree(folder / "1-of-3")
     with pytest.raises(InstanceSearchError, match="not a finished extraction part"):
-        steps.gather_features(parted, "tiny", "sift", gnd, folder, tmp_path / "again")
+        steps.extract(parted, "tiny", "sift", gnd, tmp_path / "again", parts=folder)
     other = {**parted, "sift": {**parted["sift"], "extract": {**parted["sift"]["extract"], "max_features": 50}}}
-    steps.extract(other, "sift", gnd, folder / "1-of-3", part=(1, 3))
+    steps.extract_part(other, "sift", gnd, folder / "1-of-3", 1, 3)
     with pytest.raises(InstanceSearchError, match="different settings"):
-        steps.gather_features(parted, "tiny", "sift", gnd, folder, tmp_path / "again")
-    steps.extract(parted, "sift", gnd, folder / "1-of-3", part=(0, 3))  # part 0's images in part 1's folder
+        steps.extract(parted, "tiny", "sift", gnd, tmp_path / "again", parts=folder)
+    steps.extract_part(parted, "sift", gnd, folder / "1-of-3", 0, 3)  # part 0's images in part 1's folder
     with pytest.raises(InstanceSearchError, match="are not 0..2 of 3"):
-        steps.gather_features(parted, "tiny", "sift", gnd, folder, tmp_path / "again")
+        steps.extract(parted, "tiny", "sift", gnd, tmp_path / "again", parts=folder)
     assert not (tmp_path / "again").exists()

@@ -36,9 +36,9 @@ MINI = dict(objects=3, views=3, distractors=6, width=320, height=240, jpeg_quali
 
 
 def _build(params: dict, method: str, gnd: Path, index: Path) -> None:
-    steps.extract(params, method, gnd, index / "features")
-    steps.learn(params, method, gnd, index / "features", index / "model.npz")
-    steps.encode(params, method, gnd, index / "features", index / "model.npz", index / "index")
+    steps.extract(params, "test", method, gnd, index / "features")
+    steps.codebook(params, method, gnd, index / "features", index / "model.npz")
+    steps.encode(params, "test", method, gnd, index / "features", index / "model.npz", index / "index")
 
 
 def build_mini_index(base: Path) -> tuple[Path, Path]:

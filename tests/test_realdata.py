@@ -58,9 +58,9 @@ def ukbench_run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"ukbench500-{method}")
     gnd = out / "gnd.json"
     prepare(params, "ukbench500", gnd)
-    steps.extract(params, method, gnd, out / "features")
-    steps.learn(params, method, gnd, out / "features", out / "model.npz")
-    steps.encode(params, method, gnd, out / "features", out / "model.npz", out / "index")
+    steps.extract(params, "test", method, gnd, out / "features")
+    steps.codebook(params, method, gnd, out / "features", out / "model.npz")
+    steps.encode(params, "test", method, gnd, out / "features", out / "model.npz", out / "index")
     results = {}
     for sim in ("cosine", "weighted_cosine"):
         paths = {stage: out / f"{sim}_{stage}.npz" for stage in ("first_stage", "rerank", "expand")}

@@ -112,7 +112,7 @@ def test_mismatched_rank_file_names_the_file(tmp_path, gnd_path, rank_files):
 def test_evaluate_script_reports_a_one_line_error(tmp_path, gnd_path, rank_files):
     bad = _rank_file(tmp_path / "bad_rank.npz", [[0, 1, 2, 3, 4, 5]])  # one query short
     result = subprocess.run(
-        [sys.executable, str(REPO / "workflow/scripts/evaluate.py"), "--params", str(REPO / "params.yaml"),
+        [sys.executable, str(REPO / "workflow/scripts/step.py"), "evaluate", "--params", str(REPO / "params.yaml"),
          "--dataset", "tiny", "--method", "sift", "--similarity", "cosine", "--gnd", str(gnd_path),
          "--rank", str(bad), "--rerank", str(rank_files[1]), "--expand", str(rank_files[2]),
          "--metrics", str(tmp_path / "m.json"),
@@ -126,7 +126,7 @@ def test_table_content_and_determinism(tmp_path, gnd_path, rank_files):
     outputs = []
     for run in ("1", "2"):
         md, csv = tmp_path / run / "sift_cosine.md", tmp_path / run / "sift_cosine.csv"
-        report.write_table(paths, "sift", "cosine", md, csv, published=methods.get("sift").published)
+        report.write_table(paths, "sift", "cosine", md, csv, published=methods.published("sift"))
         outputs.append((md.read_bytes(), csv.read_bytes()))
     assert outputs[0] == outputs[1]
     md_text, csv_text = (b.decode() for b in outputs[0])

@@ -142,7 +142,7 @@ def test_script_matches_the_library(small, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "data" / "synthetic"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "workflow/scripts/fetch.py"), "--params", str(tmp_path / "params.yaml"),
+        [sys.executable, str(REPO / "workflow/scripts/step.py"), "fetch", "--params", str(tmp_path / "params.yaml"),
          "--dataset", "synthetic", "--manifest", str(tmp_path / "data/synthetic/manifest.json")],
         capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 # replaced); main builds the CNN as the extract step does and reports what every library uses.
 STEP = """
 import json, sys
-from instance_search import runner, threads
+from instance_search import threads
+from instance_search.pipeline import runner
 p = runner.parser("a step")
 def main(args, params):
     from instance_search.features import backbones

@@ -255,7 +255,7 @@ def test_the_script_writes_the_manifest_of_a_file_already_there(tmp_path):
     shutil.copyfile(source, folder / backbones.OFFLINE_FILE)
     manifest = tmp_path / "gem.json"
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "INSTANCE_SEARCH_FROZEN_LOCK": "1"}
-    proc = subprocess.run([sys.executable, "workflow/scripts/weights.py", "--params", "params.yaml", "--method", "gem",
+    proc = subprocess.run([sys.executable, "workflow/scripts/step.py", "weights", "--params", "params.yaml", "--method", "gem",
                            "--manifest", str(manifest), "--log", str(tmp_path / "weights.log")],
                           check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -29,6 +29,17 @@ def step_scripts() -> list[str]:
     return sorted(set(re.findall(r"python (workflow/scripts/\w+\.py)", text)))
 
 
+def step_names() -> list[str]:
+    """The steps that dvc.yaml's commands run (python workflow/scripts/step.py <step> ...)."""
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    return sorted(set(re.findall(r"python workflow/scripts/step\.py (\w+) ", text)))
+
+
+def family(stage_name: str) -> str:
+    """rank-sift@synthetic-cosine -> rank (a step of a method is one stage per method)."""
+    return stage_name.split("@")[0].split("-")[0]
+
+
 def copy_workflow(dest: Path) -> Path:
     return copy_repo(dest)
 
@@ -105,6 +116,7 @@ def expected_counts(params: dict) -> dict[str, int]:
 
 
 def test_every_step_script_exists():
+    assert step_scripts() == ["workflow/scripts/step.py"]  # one entry point runs every declared step
     missing = [s for s in step_scripts() if not (REPO / s).is_file()]
     assert not missing, f"the pipeline runs these scripts, which do not exist yet: {missing}"
 
@@ -156,8 +168,8 @@ def test_dvc_dag_of_the_full_params_has_every_dataset(tmp_path):
     proc = dvc("dag", "--full", "--md", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for d in FULL_DATASETS:
-        for stage in (f"fetch@{d}", f"prepare@{d}", f"extract@{d}-blcf", f"expand@{d}-blcf-cosine",
-                      f"evaluate@{d}-sift-weighted_cosine"):
+        for stage in (f"fetch@{d}", f"prepare@{d}", f"extract-blcf@{d}", f"expand-blcf@{d}-cosine",
+                      f"evaluate-sift@{d}-weighted_cosine"):
             assert stage in proc.stdout, stage
 
 
@@ -185,21 +197,47 @@ def test_dvc_stages_cover_every_rule(stages, params):
     expected = expected_counts(params)
     got: dict[str, int] = {}
     for s in stages:
-        got[s["name"].split("@")[0]] = got.get(s["name"].split("@")[0], 0) + 1
+        got[family(s["name"])] = got.get(family(s["name"]), 0) + 1
     assert got == expected
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["plots"]
     assert {next(iter(p)) for p in plots} == {"results/per_query", "results/pr"}
 
 
 def test_code_is_a_dependency(stages):
-    """DVC re-runs a stage when its script or src/instance_search changes (Snakemake: the script is an input)."""
+    """DVC re-runs a stage when the step entry point or a module its step imports changes."""
     for s in stages:
         script = s["cmd"].split()[1]
-        assert script in s["deps"] and "src/instance_search" in s["deps"], s["name"]
+        assert script in s["deps"] and "src/instance_search/pipeline/runner.py" in s["deps"], s["name"]
+        assert "src/instance_search" not in s["deps"], s["name"]  # its modules, not the whole package
+
+
+def _code_users(stages, module: str) -> set[str]:
+    return {s["name"] for s in stages if f"src/instance_search/{module}" in s["deps"]}
+
+
+def test_a_retrieval_module_reruns_only_the_stages_that_import_it(stages, params):
+    """The spatial verification is the bag-of-words family's: a change to it re-runs their model,
+    encoding, search and evaluation stages (the family's module imports it), never an extraction,
+    a download, a table, nor any stage of gem or frcnn."""
+    users = _code_users(stages, "retrieval/verification.py")
+    words = [m for m in params["run"]["methods"] if m in ("sift", "blcf", "xfeat")]
+    expected = {f"{step}-{m}" for step in ("codebook", "encode", "rank", "rerank", "expand", "options", "evaluate")
+                for m in words}
+    assert {n.split("@")[0] for n in users} == expected
+    diffusion = {n.split("@")[0] for n in _code_users(stages, "retrieval/diffusion.py")}
+    assert diffusion == {f"{step}-gem" for step in ("codebook", "encode", "rank", "rerank", "expand", "options",
+                                                     "evaluate")}
+    # the extraction of a method depends on its extraction's module, not on its search code
+    extract = next(s for s in stages if s["name"].startswith("extract-sift@"))
+    assert "src/instance_search/methods/local_features.py" in extract["deps"]
+    assert not {"src/instance_search/methods/bow.py", "src/instance_search/retrieval/asmk.py",
+                "src/instance_search/engine.py", "src/instance_search/evaluate.py"} & set(extract["deps"])
+    # a dataset adapter is the data steps' alone
+    assert {family(n) for n in _code_users(stages, "datasets/oxford.py")} == {"fetch", "prepare"}
 
 
 def test_metrics_and_plots_for_dvc(stages):
-    evaluate = [s for s in stages if s["name"].startswith("evaluate@")]
+    evaluate = [s for s in stages if family(s["name"]) == "evaluate"]
     assert evaluate
     for s in evaluate:
         assert len(s["metrics"]) == 1 and s["metrics"][0].startswith("results/metrics/"), s["name"]
@@ -216,12 +254,12 @@ def test_rule_conventions():
     for name, body in blocks.items():
         if name == "all":
             continue
-        for part in ("log:", "benchmark:", "conda:", "message:", "args=step_args", "tracked=tracked_params("):
+        for part in ("log:", "benchmark:", "conda:", "message:", f'**step_params("{name}")'):
             assert part in body, f"rule {name}: no {part}"
         assert re.search(r"shell:\s*\n\s*STEP\s*$", body), f"rule {name}: shell must be STEP"
         assert 'logs/' in body.split("log:")[1].split("\n")[1], name
     common = (REPO / "workflow/rules/common.smk").read_text(encoding="utf-8")
-    assert 'STEP = "python {input.script} --params {PARAMS} {params.args} --log {log}"' in common
+    assert 'STEP = "python workflow/scripts/step.py {rule} --params {PARAMS} {params.args} --log {log}"' in common
 
 
 def test_no_rule_names_a_method():
@@ -290,11 +328,11 @@ def test_a_codebook_experiment_reruns_codebook_and_after_only(stages):
             if s["name"] not in affected and any(u in affected for u in upstream(s)):
                 affected.add(s["name"])
                 changed = True
-    families = {name.split("@")[0] for name in affected}
-    assert {n.split("@")[0] for n in direct} == {"codebook"}
+    families = {family(name) for name in affected}
+    assert {family(n) for n in direct} == {"codebook"}
     assert families == {"codebook", "encode", "rank", "rerank", "expand", "evaluate", "tables", "figures", "pr_figure",
                         "options", "options_table"}
-    assert not any(name.split("@")[0] in ("fetch", "prepare", "extract") for name in affected)
+    assert not any(family(name) in ("fetch", "prepare", "extract") for name in affected)
     assert set(by_name) - affected  # something is left alone
 
 
@@ -345,12 +383,12 @@ def test_snakemake_refuses_config_overrides_the_scripts_would_not_see(tmp_path):
     assert "params.yaml" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("script", step_scripts())
-def test_script_rejects_a_wrong_type_in_one_line(tmp_path, stages, script):
-    """Every step script validates params.yaml before it does anything (through the runner)."""
+@pytest.mark.parametrize("step", step_names())
+def test_script_rejects_a_wrong_type_in_one_line(tmp_path, stages, step):
+    """Every step validates params.yaml before it does anything (through the runner)."""
     root = copy_workflow(tmp_path / "repo")
     _bad_params(root)
-    cmd = next(s["cmd"] for s in stages if s["cmd"].startswith(f"python {script} "))
+    cmd = next(s["cmd"] for s in stages if s["cmd"].startswith(f"python workflow/scripts/step.py {step} "))
     args = cmd.split()[1:]  # dvc.yaml's command line, run by this interpreter
     proc = run([sys.executable, *args], root, timeout=60)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -380,7 +418,7 @@ def test_dvc_status_and_dag_on_a_fresh_clone(tmp_path, params):
     for m in run_["methods"]:
         for s in run_["similarities"]:
             for d in run_["datasets"]:
-                assert (f"evaluate@{d}-{m}-{s}", f"tables@{m}-{s}") in edges
+                assert (f"evaluate-{m}@{d}-{s}", f"tables-{m}@{s}") in edges
 
 
 COMPUTE_STEPS = {"extract", "codebook", "encode", "rank", "rerank", "expand", "options"}
@@ -389,19 +427,25 @@ GATHERING = {"extract", "encode"}  # with parts they only gather: one thread
 
 
 def test_compute_steps_declare_and_track_their_threads(stages):
-    """The compute rules reserve compute.threads in Snakemake (the others one thread; a gathering of
+    """The compute steps reserve compute.threads in Snakemake (the others one thread; a gathering of
     parts one), and their stages list it, as it changes their results (params.yaml says where)."""
+    from instance_search.pipeline.steps import STEPS
+
     blocks = rule_blocks()
     for name, body in blocks.items():
-        declared = re.findall(r"^    threads: (.+)$", body, flags=re.M)
-        if name in GATHERING:
-            assert declared == ["lambda wildcards: THREADS if extract_parts(wildcards) == 1 else 1"] if name == "extract" \
-                else declared == ["lambda wildcards: 1 if encode_parts(wildcards) else THREADS"], (name, declared)
-        else:
-            assert declared == (["THREADS"] if name in COMPUTE_STEPS | PART_JOBS else []), name
+        if name == "all":
+            continue
+        assert re.findall(r"^    threads: (.+)$", body, flags=re.M) == [f'step_threads("{name}")'], name
+        assert STEPS[name].compute == (name in COMPUTE_STEPS | PART_JOBS), name
+        assert (STEPS[name].gathers is not None) == (name in GATHERING), name
+    params = {"compute": {"threads": 2, "parts": {"d": 3}}, "sift": {"codebook": {"device": "cpu"}}}
+    assert STEPS["extract"].threads(params, {"dataset": "d", "method": "sift"}, 2) == 1  # it gathers
+    assert STEPS["extract"].threads(params, {"dataset": "e", "method": "sift"}, 2) == 2
+    assert STEPS["rank"].threads(params, {"method": "sift"}, 2) == 2
+    assert STEPS["tables"].threads(params, {"method": "sift"}, 2) == 1
     assert COMPUTE_STEPS | PART_JOBS <= set(blocks)
     for s in stages:
-        assert ("compute.threads" in s["params"]) == (s["name"].split("@")[0] in COMPUTE_STEPS), s["name"]
+        assert ("compute.threads" in s["params"]) == (family(s["name"]) in COMPUTE_STEPS), s["name"]
 
 
 def _stale(entries) -> list:

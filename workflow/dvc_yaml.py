@@ -1,10 +1,13 @@
-"""Generate dvc.yaml from the Snakemake rules (``make dvc-yaml``; ``--check`` compares instead).
+"""Generate dvc.yaml from the Snakemake rules and the step declarations (``make dvc-yaml``; ``--check``
+compares instead).
 
 Snakemake lists its rules (``--list-rules``) and, parsing the workflow again with
 INSTANCE_SEARCH_DVC_DUMP set, writes each rule's named inputs, outputs, log and tracked params keys
-(workflow/rules/dvc.smk). Each rule becomes a DVC stage: its wildcards a matrix over run.datasets,
-run.methods, run.similarities; its command the very ``step_args`` command of the rule; its inputs
-dependencies (with src/instance_search); its outputs outs, metrics or uncached outs.
+(workflow/rules/dvc.smk). Each rule becomes a DVC stage: its command the step's own command line
+(its declaration's arguments), its inputs and the code it runs dependencies, its outputs outs,
+metrics or uncached outs. Wildcards become a matrix over run.datasets and run.similarities; a step
+with a {method} runs that method's code, so it becomes one stage per method of run.methods (a DVC
+matrix cannot vary a stage's dependencies), each depending on the modules that method's step imports.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from pathlib import Path
 
 import yaml
 
+from instance_search import methods
+from instance_search.pipeline import code
+from instance_search.pipeline.steps import STEPS
+
 ROOT = Path(__file__).resolve().parent.parent
-MATRIX = {"dataset": "run.datasets", "method": "run.methods", "similarity": "run.similarities"}
+MATRIX = {"dataset": "run.datasets", "similarity": "run.similarities"}
+ENTRY = "workflow/scripts/step.py"
 # Outputs DVC keeps in git rather than its cache: small metrics and plots files (dvc exp show and
 # dvc plots diff read them from git). Every other output is cached, so `dvc push` / `dvc pull` share
 # it; fetch's output is its manifest, not the images (DVC would copy gigabytes of them into its cache
@@ -29,14 +37,15 @@ MATRIX = {"dataset": "run.datasets", "method": "run.methods", "similarity": "run
 METRICS = {"metrics"}
 UNCACHED = {"per_query", "pr"}
 HEADER = """\
-# GENERATED from the Snakemake rules by `make dvc-yaml` (workflow/dvc_yaml.py): do not edit; a test
-# checks that this file equals the generated one. The matrices run over run.datasets x run.methods x
-# run.similarities of params.yaml.
+# GENERATED from the Snakemake rules and the step declarations by `make dvc-yaml` (workflow/dvc_yaml.py):
+# do not edit; a test checks that this file equals the generated one. The matrices run over
+# run.datasets x run.similarities of params.yaml; a step of a method is one stage per method of
+# run.methods (<step>-<method>): after changing run.methods, run make dvc-yaml.
 #   dvc repro                                   everything (dvc.lock records what was run)
 #   dvc exp run -S sift.codebook.words=2000      an experiment: codebook and the steps after it
 #   dvc metrics show / dvc exp show             the metrics of evaluate, per experiment
-# Besides its inputs, every stage depends on its script and on src/instance_search (by content;
-# .dvcignore leaves out __pycache__), so a change of code re-runs the stages that use it.
+# Besides its inputs, every stage depends on the modules its step imports (by content), so a change
+# of code re-runs only the stages that run it.
 """
 PLOTS = """
 # How `dvc plots show` / `dvc plots diff` draw the evaluate stage's CSVs (one plot per file):
@@ -69,46 +78,61 @@ def dump_rules() -> dict:
         return json.loads(out.read_text(encoding="utf-8"))
 
 
-def _item(text: str) -> str:
-    """Snakemake's {wildcard} -> DVC's ${item.wildcard}."""
+def _item(text: str, method: str | None = None) -> str:
+    """Snakemake's {wildcard} -> DVC's ${item.wildcard}; {method} -> the stage's method."""
+    if method is not None:
+        text = text.replace("{method}", method)
     return re.sub(r"\{(\w+)\}", r"${item.\1}", text)
 
 
-def _value(v):
-    if isinstance(v, str):
-        return _item(v)
-    folders = {os.path.dirname(x) for x in v}
-    return _item(folders.pop())  # a list input (one file per dataset) is its folder, as step_args passes it
+def _value(v, method: str | None = None) -> str:
+    if not isinstance(v, str):  # a list input (one file per dataset) is its folder, as the rule passes it
+        folders = {os.path.dirname(x) for x in v}
+        v = folders.pop()
+    return _item(v, method)
 
 
-def _command(rule: dict, wildcards: list[str]) -> str:
-    args = []
-    for name, value in [*((w, f"${{item.{w}}}") for w in wildcards), *rule["input"].items(), *rule["output"].items()]:
-        if name != "script":
-            args += [f"--{name.replace('_', '-')}", _value(value)]
-    return " ".join(["python", rule["input"]["script"], "--params", "params.yaml", *args, "--log", _item(rule["log"][0])])
-
-
-def stage(rule: dict) -> dict:
+def stage(name: str, rule: dict, method: str | None) -> dict:
+    step = STEPS[name]
     wildcards = [w for w in MATRIX if any(f"{{{w}}}" in v for v in rule["output"].values())]
-    out = {"matrix": {w: f"${{{MATRIX[w]}}}" for w in wildcards}, "cmd": _command(rule, wildcards),
-           "deps": [rule["input"]["script"], "src/instance_search",
-                    *(_value(v) for k, v in rule["input"].items() if k != "script")]}
+    values = {w: f"${{item.{w}}}" for w in wildcards}
+    if method is not None:
+        values["method"] = method
+    values.update({k: _value(v, method) for k, v in [*rule["input"].items(), *rule["output"].items()]})
+    cmd = ["python", ENTRY, name, "--params", "params.yaml", *step.arguments(values), "--log",
+           _item(rule["log"][0], method)]
+    out = {"matrix": {w: f"${{{MATRIX[w]}}}" for w in wildcards}} if wildcards else {}
+    out["cmd"] = " ".join(cmd)
+    out["deps"] = [ENTRY, *code.step_files(step, method), *(_value(v, method) for v in rule["input"].values())]
     if rule["tracked"]:
-        out["params"] = [_item(k) for k in rule["tracked"]]
-    for name, path in rule["output"].items():
-        kind = "metrics" if name in METRICS else "outs"
-        entry = {_item(path): {"cache": False}} if name in METRICS | UNCACHED else _item(path)
+        out["params"] = [_item(k, method) for k in rule["tracked"]]
+    for key, path in rule["output"].items():
+        kind = "metrics" if key in METRICS else "outs"
+        entry = {_item(path, method): {"cache": False}} if key in METRICS | UNCACHED else _item(path, method)
         out.setdefault(kind, []).append(entry)
     return out
 
 
-def render(rules: dict) -> str:
-    # a rule with another wildcard (extract_part's part) is a Snakemake job of a step DVC runs whole
-    stages = {name: stage(rule) for name, rule in rules.items()
-              if set(re.findall(r"\{(\w+)\}", " ".join(rule["output"].values()))) <= set(MATRIX)}
+def render(rules: dict, run_methods: list[str]) -> str:
+    stages = {}
+    for name, rule in rules.items():
+        wildcards = set(re.findall(r"\{(\w+)\}", " ".join(rule["output"].values())))
+        if not wildcards <= {*MATRIX, "method"}:
+            continue  # a rule with another wildcard (extract_part's part) is a Snakemake job of a step DVC runs whole
+        if "method" in wildcards:
+            stages.update({f"{name}-{m}": stage(name, rule, m) for m in run_methods})
+        else:
+            stages[name] = stage(name, rule, None)
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=10_000, default_flow_style=False)
     return HEADER + body + PLOTS
+
+
+def _run_methods() -> list[str]:
+    with open(ROOT / "params.yaml", encoding="utf-8") as f:
+        names = yaml.safe_load(f)["run"]["methods"]
+    for name in names:
+        methods.module(name, "family")  # an unknown name: the registry's one-line error
+    return names
 
 
 def main(argv=None) -> int:
@@ -116,7 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("out", nargs="?", default=str(ROOT / "dvc.yaml"))
     ap.add_argument("--check", action="store_true", help="exit 1 if OUT differs from the generated file")
     args = ap.parse_args(argv)
-    text = render(dump_rules())
+    text = render(dump_rules(), _run_methods())
     if args.check:
         same = Path(args.out).is_file() and Path(args.out).read_text(encoding="utf-8") == text
         if not same:

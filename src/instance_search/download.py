@@ -47,6 +47,7 @@ import urllib3
 from tqdm import tqdm
 
 from . import io
+from .hashing import sha256_file
 from .errors import InstanceSearchError
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,6 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 
 
 # --- checksums and the lock file ----------------------------------------------------------------
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def read_lock(lock_path: str | os.PathLike) -> dict[str, dict]:
     """The lock file as ``{"<dataset>/<filename>": {"sha256": ..., "bytes": ...}}``; missing means empty."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import groundtruth, methods, versions
-from .download import sha256_file as sha256
+from .hashing import sha256_file as sha256
 from .errors import InstanceSearchError
 from .io import load_npz, read_json, replace_dir, save_npz, write_json
 from .methods.base import Database, Method, Queries

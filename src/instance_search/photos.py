@@ -15,13 +15,14 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from . import groundtruth, methods, steps
+from . import groundtruth, methods
 from .datasets.folder import readable_images
 from .errors import InstanceSearchError
 from .groundtruth import GroundTruth
 from .index import (FEATURES_DIR, GND_FILE, INDEX_DIR, MODEL_FILE, extraction_settings, load_index, read_files,
                     write)
 from .io import load_npz
+from .pipeline import steps
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ def build(images_dir: str | os.PathLike, method: str, out: str | os.PathLike, pa
     try:
         groundtruth.save(gnd, tmp / GND_FILE)
         log.info("1/3 extracting %s features of %d images", method, len(gnd.images))
-        steps.extract(params, method, tmp / GND_FILE, tmp / FEATURES_DIR)
+        steps.extract(params, gnd.dataset, method, tmp / GND_FILE, tmp / FEATURES_DIR)
         log.info("2/3 learning the %s model", method)
-        steps.learn(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE)
+        steps.codebook(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE)
         log.info("3/3 encoding the images")
-        steps.encode(params, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE, tmp / INDEX_DIR)
+        steps.encode(params, gnd.dataset, method, tmp / GND_FILE, tmp / FEATURES_DIR, tmp / MODEL_FILE, tmp / INDEX_DIR)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +85,7 @@ def add(images_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> 
         extract = {**params[m.name]["extract"], **{k: v for k, v in index.manifest["extraction"].items()
                                                    if k in params[m.name]["extract"]}}
         log.info("1/2 extracting %s features of %d new images (the index's settings)", m.name, len(new))
-        m.extract(extract, part, tmp / FEATURES_DIR)
+        m.extraction.extract(extract, part, tmp / FEATURES_DIR)
         if extraction_settings(tmp / FEATURES_DIR) != index.manifest["extraction"]:
             raise InstanceSearchError(f"{out}: the new images were extracted with other settings than the index "
                                       f"(params {m.name}.extract); use the params file the index was built with")

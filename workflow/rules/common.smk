@@ -1,26 +1,28 @@
 # Helpers for the rule files; no rules here.
 #
-# Commands. Every rule runs `shell: STEP`: the step's script with the params file, then one
-# `--<name> <value>` per named input (but the script), named output and wildcard (step_args), and
-# its log. A path is thus written once, in the rule; rules downstream name it as
-# rules.<rule>.output.<name>, and dvc.yaml is generated from the same rules (dvc.smk).
+# Every rule runs one declared step (src/instance_search/pipeline): its declaration, beside the
+# step's function, names the arguments it takes, the params keys it reads, its threads and GPUs.
+# A rule adds only the wiring: the paths of its named inputs and outputs (written once; rules
+# downstream name them as rules.<rule>.output.<name>), its log and benchmark. `shell: STEP` runs
+# `python workflow/scripts/step.py <rule> --params <file> --<name> <value> ... --log <log>`.
 #
-# Parameters. Every script reads the params file itself (--params {PARAMS}): params.yaml, or the
-# complete alternative that a profile names (profiles/full: params-full.yaml). A rule's `params:`
-# therefore only declares WHICH keys its step depends on: tracked_params() looks their values up
-# in the config, so Snakemake's `params` rerun trigger re-runs the step (and what follows) when
-# one of them changes. The keys are exactly those that the stage's `params:` lists in dvc.yaml.
+# Parameters. Every step reads the params file itself (--params {PARAMS}): params.yaml, or the
+# complete alternative that a profile names (profiles/full: params-full.yaml). step_params() puts
+# the values of the keys the step reads into the rule's params, so Snakemake's `params` rerun
+# trigger re-runs the step (and what follows) when one of them changes; DVC tracks the same keys.
 #
-# Code. Each rule takes its script as an input, so editing a script re-runs that step and the steps
-# after it. The library src/instance_search is not an input: Snakemake compares modification
-# times, so every edit there would re-run every step. After changing the library, re-run the
-# steps concerned with `snakemake -R <rule> ...` (DVC tracks src/instance_search by content).
+# Code. The library src/instance_search is not an input: Snakemake compares modification times, so
+# every edit there would re-run every step. After changing the library, re-run the steps concerned
+# with `snakemake -R <rule> ...`; DVC tracks each stage's own modules by content (dvc.yaml).
 import os
 import re
 import shlex
 
 import yaml
 from snakemake.exceptions import WorkflowError
+
+from instance_search.pipeline.build import n_parts
+from instance_search.pipeline.steps import STEPS
 
 
 def params_file(workflow):
@@ -63,38 +65,57 @@ def alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
 
 
-def tracked_params(*keys):
-    """params: {key: value} for these dotted params.yaml keys; '{wildcard}' parts are filled in."""
-
-    def values(wildcards):
-        fields = dict(wildcards.items())
-        out = {}
-        for key in keys:
-            key = key.format(**fields)
-            node = config
-            for part in key.split("."):
-                node = node[part]
-            out[key] = node
-        return out
-
-    values.keys = keys  # read by the dvc.yaml generator (dvc.smk)
-    return values
+def _lookup(key):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
-def step_args(wildcards, input, output):
-    """`--<name> <value>` for every wildcard, named input but the script, and named output, in that
-    order; a list input (one file per dataset, say) is passed as its folder. Names with _ become -."""
-    args = []
-    for name, value in [*wildcards.items(), *input.items(), *output.items()]:
-        if name == "script" or (not isinstance(value, str) and not len(value)):  # an empty list: no argument
-            continue
-        if not isinstance(value, str):
-            folders = {os.path.dirname(v) for v in value}
-            if len(folders) != 1:
-                raise WorkflowError(f"input {name}: a list input must lie in one folder, got {sorted(folders)}")
-            value = folders.pop()
-        args += [f"--{name.replace('_', '-')}", shlex.quote(str(value))]
-    return " ".join(args)
+def step_params(name):
+    """The rule's params: `tracked` (the values of the keys the step reads) and `args` (its arguments)."""
+    s = STEPS[name]
+
+    def tracked(wildcards):
+        return {key: _lookup(key) for key in s.tracked(dict(wildcards.items()))}
+
+    def args(wildcards, input, output):
+        values = dict(wildcards.items())
+        for key, value in [*input.items(), *output.items()]:
+            if not isinstance(value, str):  # a list input (one file per dataset, part folders): its folder
+                folders = {os.path.dirname(v) for v in value}
+                if len(folders) > 1:
+                    raise WorkflowError(f"input {key}: a list input must lie in one folder, got {sorted(folders)}")
+                value = folders.pop() if folders else None
+            values[key] = value
+        try:
+            return " ".join(shlex.quote(a) for a in s.arguments(values))
+        except KeyError as exc:
+            raise WorkflowError(f"rule {name}: {exc.args[0]}; name it among the rule's inputs or outputs")
+
+    tracked.keys = s.params  # read by the dvc.yaml generator (dvc.smk)
+    return {"tracked": tracked, "args": args}
 
 
-STEP = "python {input.script} --params {PARAMS} {params.args} --log {log}"
+def step_threads(name):
+    return lambda wildcards: STEPS[name].threads(config, dict(wildcards.items()), THREADS)
+
+
+def step_gpu(name):
+    return lambda wildcards: STEPS[name].gpus(config, dict(wildcards.items()))
+
+
+def part_folders(name, folder):
+    """The part jobs' folders the step gathers (compute.parts > 1, a step that splits); none else."""
+
+    def folders(wildcards):
+        w = dict(wildcards.items())
+        if not (STEPS[name].gathers and STEPS[name].gathers(config, w)):
+            return []
+        n = n_parts(config, w["dataset"])
+        return [f"results/{w['dataset']}/{w['method']}/{folder}/{i}-of-{n}" for i in range(n)]
+
+    return folders
+
+
+STEP = "python workflow/scripts/step.py {rule} --params {PARAMS} {params.args} --log {log}"

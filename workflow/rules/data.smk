@@ -6,12 +6,10 @@
 
 rule fetch:
     input:
-        script="workflow/scripts/fetch.py",
     output:
         manifest="data/{dataset}/manifest.json",
     params:
-        tracked=tracked_params("seed", "datasets.{dataset}"),
-        args=step_args,
+        **step_params("fetch"),
     log:
         "logs/{dataset}/fetch.log",
     benchmark:
@@ -26,13 +24,11 @@ rule fetch:
 
 rule prepare:
     input:
-        script="workflow/scripts/prepare.py",
         data=rules.fetch.output.manifest,
     output:
         gnd="results/{dataset}/gnd.json",
     params:
-        tracked=tracked_params("datasets.{dataset}"),
-        args=step_args,
+        **step_params("prepare"),
     log:
         "logs/{dataset}/prepare.log",
     benchmark:

@@ -6,28 +6,18 @@
 # is one matrix product of the stored vectors: one job whatever the count.
 
 
-def encode_parts(wildcards):
-    """The part folders encode gathers; none (it encodes itself) for one part or one-job methods."""
-    n = extract_parts(wildcards)
-    if n == 1 or not _methods.get(wildcards.method).encodes_in_parts:
-        return []
-    return [f"results/{wildcards.dataset}/{wildcards.method}/index.parts/{i}-of-{n}" for i in range(n)]
-
-
 rule encode_part:
     input:
-        script="workflow/scripts/encode.py",
         gnd=rules.prepare.output.gnd,
         features=rules.extract.output.features,
         model=rules.codebook.output.model,
     output:
         index=directory("results/{dataset}/{method}/index.parts/{part}-of-{of}"),
     params:
-        tracked=tracked_params("compute.threads", "{method}.encode"),
-        args=step_args,
+        **step_params("encode_part"),
     resources:
-        gpu=codebook_gpu,
-    threads: THREADS
+        gpu=step_gpu("encode_part"),
+    threads: step_threads("encode_part")
     log:
         "logs/{dataset}/{method}/encode-{part}-of-{of}.log",
     benchmark:
@@ -42,19 +32,17 @@ rule encode_part:
 
 rule encode:
     input:
-        script="workflow/scripts/encode.py",
         gnd=rules.prepare.output.gnd,
         features=rules.extract.output.features,
         model=rules.codebook.output.model,
-        parts=encode_parts,
+        parts=part_folders("encode", "index.parts"),
     output:
         index=directory("results/{dataset}/{method}/index"),
     params:
-        tracked=tracked_params("compute.threads", "{method}.encode"),
-        args=step_args,
+        **step_params("encode"),
     resources:
-        gpu=lambda wildcards: 0 if encode_parts(wildcards) else codebook_gpu(wildcards),  # codebook.smk
-    threads: lambda wildcards: 1 if encode_parts(wildcards) else THREADS
+        gpu=step_gpu("encode"),
+    threads: step_threads("encode")
     log:
         "logs/{dataset}/{method}/encode.log",
     benchmark:

@@ -5,7 +5,6 @@
 
 rule evaluate:
     input:
-        script="workflow/scripts/evaluate.py",
         gnd=rules.prepare.output.gnd,
         rank=rules.rank.output.rank,
         rerank=rules.rerank.output.rerank,
@@ -15,8 +14,7 @@ rule evaluate:
         per_query="results/per_query/{method}_{similarity}/{dataset}.csv",
         pr="results/pr/{method}_{similarity}/{dataset}.csv",  # drawn by pr_figure (report.smk)
     params:
-        tracked=tracked_params("evaluate"),
-        args=step_args,
+        **step_params("evaluate"),
     log:
         "logs/{dataset}/{method}/{similarity}/evaluate.log",
     benchmark:

@@ -5,7 +5,6 @@
 
 rule tables:
     input:
-        script="workflow/scripts/tables.py",
         metrics=expand(
             rules.evaluate.output.metrics,
             dataset=config["run"]["datasets"],
@@ -20,8 +19,7 @@ rule tables:
             labels={"method": "{method}", "similarity": "{similarity}"},
         ),
     params:
-        tracked=tracked_params("run.datasets"),
-        args=step_args,
+        **step_params("tables"),
     log:
         "logs/tables/{method}_{similarity}.log",
     benchmark:
@@ -37,7 +35,6 @@ rule tables:
 # One table per similarity: each dataset and method with each of its second-stage options side by side.
 rule options_table:
     input:
-        script="workflow/scripts/options_table.py",
         options=expand(
             rules.options.output.options,
             dataset=config["run"]["datasets"],
@@ -53,8 +50,7 @@ rule options_table:
             labels={"table": "second-stage options", "similarity": "{similarity}"},
         ),
     params:
-        tracked=tracked_params("run.datasets", "run.methods"),
-        args=step_args,
+        **step_params("options_table"),
     log:
         "logs/tables/options_{similarity}.log",
     benchmark:
@@ -69,7 +65,6 @@ rule options_table:
 
 rule figures:
     input:
-        script="workflow/scripts/figures.py",
         data=rules.fetch.output.manifest,  # the images shown, listed in gnd.json
         gnd=rules.prepare.output.gnd,
         rerank=rules.rerank.output.rerank,
@@ -82,8 +77,7 @@ rule figures:
             labels={"method": "{method}", "similarity": "{similarity}"},
         ),
     params:
-        tracked=tracked_params("figures"),
-        args=step_args,
+        **step_params("figures"),
     log:
         "logs/figures/{dataset}_{method}_{similarity}.log",
     benchmark:
@@ -99,7 +93,6 @@ rule figures:
 # The evaluate step's precision-recall CSV as a plot (a curve per stage), for the report.
 rule pr_figure:
     input:
-        script="workflow/scripts/pr_figure.py",
         pr=rules.evaluate.output.pr,
     output:
         png=report(
@@ -110,8 +103,7 @@ rule pr_figure:
             labels={"method": "{method}", "similarity": "{similarity}"},
         ),
     params:
-        tracked=tracked_params(),
-        args=step_args,
+        **step_params("pr_figure"),
     log:
         "logs/figures/pr/{dataset}_{method}_{similarity}.log",
     benchmark:

@@ -4,17 +4,13 @@
 
 rule rank:
     input:
-        script="workflow/scripts/rank.py",
         gnd=rules.prepare.output.gnd,
         index=rules.encode.output.index,
     output:
         rank="results/{dataset}/{method}/{similarity}/rank.npz",
     params:
-        tracked=tracked_params(
-            "compute.threads", "similarity", "{method}.search", "rankings", "{method}.rerank"
-        ),  # rerank: the candidates kept
-        args=step_args,
-    threads: THREADS
+        **step_params("rank"),
+    threads: step_threads("rank")
     log:
         "logs/{dataset}/{method}/{similarity}/rank.log",
     benchmark:
@@ -29,16 +25,14 @@ rule rank:
 
 rule rerank:
     input:
-        script="workflow/scripts/rerank.py",
         gnd=rules.prepare.output.gnd,
         index=rules.encode.output.index,
         rank=rules.rank.output.rank,
     output:
         rerank="results/{dataset}/{method}/{similarity}/rerank.npz",
     params:
-        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "rankings"),
-        args=step_args,
-    threads: THREADS
+        **step_params("rerank"),
+    threads: step_threads("rerank")
     log:
         "logs/{dataset}/{method}/{similarity}/rerank.log",
     benchmark:
@@ -53,18 +47,14 @@ rule rerank:
 
 rule expand:
     input:
-        script="workflow/scripts/expand.py",
         gnd=rules.prepare.output.gnd,
         index=rules.encode.output.index,
         rerank=rules.rerank.output.rerank,
     output:
         expand="results/{dataset}/{method}/{similarity}/expand.npz",
     params:
-        tracked=tracked_params(
-            "compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand", "rankings"
-        ),
-        args=step_args,
-    threads: THREADS
+        **step_params("expand"),
+    threads: step_threads("expand")
     log:
         "logs/{dataset}/{method}/{similarity}/expand.log",
     benchmark:
@@ -81,17 +71,14 @@ rule expand:
 # alpha-QE), each run from the first stage and evaluated: the options tables put them side by side.
 rule options:
     input:
-        script="workflow/scripts/options.py",
         gnd=rules.prepare.output.gnd,
         index=rules.encode.output.index,
         rank=rules.rank.output.rank,
     output:
         options="results/options/{similarity}/{dataset}-{method}.json",
     params:
-        tracked=tracked_params("compute.threads", "similarity", "{method}.search", "{method}.rerank", "{method}.expand",
-                               "evaluate"),
-        args=step_args,
-    threads: THREADS
+        **step_params("options"),
+    threads: step_threads("options")
     log:
         "logs/{dataset}/{method}/{similarity}/options.log",
     benchmark:

@@ -9,12 +9,10 @@
 
 rule weights:
     input:
-        script="workflow/scripts/weights.py",
     output:
         manifest="results/weights/{method}.json",
     params:
-        tracked=tracked_params("{method}.extract"),
-        args=step_args,
+        **step_params("weights"),
     log:
         "logs/weights/{method}.log",
     benchmark:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import threads
-from ..download import sha256_file as sha256  # the one file hash (re-exported: frcnn and tests use it)
+from ..hashing import sha256_file as sha256  # the one file hash (re-exported: frcnn and tests use it)
 from ..errors import InstanceSearchError
 
 log = logging.getLogger(__name__)

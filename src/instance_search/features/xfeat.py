@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from .. import threads
-from ..download import sha256_file
+from ..hashing import sha256_file
 from ..errors import InstanceSearchError
 from ..io import read_image
 from ..retrieval.linalg import l2

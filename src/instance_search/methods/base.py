@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from ..groundtruth import GroundTruth
 from ..retrieval.geometry import Box
@@ -50,11 +50,23 @@ class Database(Protocol):
     n_database: int
 
 
-class Method(Protocol):
+class Extraction(Protocol):
+    """A method's extraction: every image's features into a folder (the extract step imports only this)."""
+
     name: str
-    uses_gpu: bool            # extraction runs a CNN: the workflow gives it resources gpu=1
-    encodes_in_parts: bool    # its encoding splits into part jobs (compute.parts): see join below
-    published: dict[str, float]  # the reproduced system's published mAP per dataset (the tables show it)
+    uses_gpu: bool  # it runs a CNN: the workflow gives it resources gpu=1
+
+    # part (i, n): only part i of n of the images, into a part folder that gather joins with the others
+    def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "",
+                part: tuple[int, int] | None = None) -> None: ...
+    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir: Path) -> None: ...
+
+
+class Method(Protocol):
+    """What every method does, after its extraction."""
+
+    name: str
+    extraction: Extraction
 
     def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
     # Its second-stage options, compared side by side (the options step): name -> the overrides of its
@@ -64,17 +76,10 @@ class Method(Protocol):
     def second_stage(self, p: dict) -> str: ...
 
     # building an index
-    # part (i, n): only part i of n of the images, into a part folder that gather joins with the others
-    def extract(self, p: dict, gnd: GroundTruth, out_dir: Path, progress_desc: str = "",
-                part: tuple[int, int] | None = None) -> None: ...
-    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir: Path) -> None: ...
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features: Path) -> dict: ...
-    def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...  # {file: arrays}
-    # (bags of words take device=, their codebook.device: steps.encode passes it where the codebook has one)
+    # {file: arrays}; a method whose codebook has a device (bags of words) takes device= too
+    def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...
     def join(self, parts: list[dict], n_database: int, p: dict) -> dict: ...  # encoded parts -> one index
-    # Where encodes_in_parts (bags of words) also: encode_part(p, gnd, features, model, part, out_dir,
-    # config) writes part i of n of the images' encoding into a folder, gather_encoded(p, gnd, folders)
-    # turns the folders into the index's files.
 
     # answering queries
     def load(self, files: dict, n_database: int) -> Database: ...
@@ -86,3 +91,13 @@ class Method(Protocol):
                progress: Progress | None = None) -> Ranking: ...
     def expand(self, db: Database, queries: Queries, ranking: Ranking, p: dict, similarity: str,
                alpha: float) -> Ranking: ...
+
+
+@runtime_checkable
+class EncodesInParts(Protocol):
+    """A capability: the encoding splits into part jobs (compute.parts; bags of words, whose nearest
+    words are the costly part), each writing part i of n into a folder, gathered into the index's files."""
+
+    def encode_part(self, p: dict, gnd: GroundTruth, features: Path, model: dict, part: tuple[int, int],
+                    out_dir: Path, config: dict, device: str = "cpu") -> None: ...
+    def gather_encoded(self, p: dict, gnd: GroundTruth, folders: list[Path]) -> dict: ...

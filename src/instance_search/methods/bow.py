@@ -1,9 +1,9 @@
 """The bag-of-words family: local features -> visual words -> tf-idf bags, window re-ranking, QE.
 
-sift and blcf are the same method with different local features (:class:`SiftFeatures`,
-:class:`CnnFeatures`): each says how to extract an image's raw features into the store, how to read
-them back as the vectors the vocabulary sees (RootSIFT; CNN map upsampling and L2), and what a query
-box holding no feature falls back to.
+sift, blcf and xfeat are the same method with different local features (:mod:`.local_features`):
+each says how to extract an image's raw features into the store, how to read them back as the
+vectors the vocabulary sees (RootSIFT; CNN map upsampling and L2), and what a query box holding no
+feature falls back to.
 
 Two aggregations of the same words (``search.aggregation``): the tf-idf bag of words, and ASMK*
 (:mod:`..retrieval.asmk`: binarised residuals aggregated per word, the selective match kernel, an
@@ -19,18 +19,16 @@ vocabulary (centroids, and the PCA-whitening when on).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from .. import threads
 from ..errors import InstanceSearchError
-from ..features import parts, sift
-from ..features.store import FeatureStore, build_store, gather_store
+from ..features import parts
+from ..features.store import FeatureStore
 from ..groundtruth import GroundTruth
 from ..io import load_npz, make_temp_dir, replace_dir, save_npz
 from ..retrieval import asmk, bow, expansion, linalg, verification, vocabulary, windows
@@ -38,139 +36,9 @@ from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box, in_box
 from ..retrieval.ranking import Ranking, check_first_stage, rank, reorder
 from .base import Progress, Queries
+from .local_features import LocalFeatures, ShardReader
 
 log = logging.getLogger(__name__)
-
-# stored shard arrays (xy, desc, offsets) -> (xy, x float32, offsets) as the vocabulary sees them
-ShardReader = Callable[[dict], tuple[np.ndarray, np.ndarray, np.ndarray]]
-# (image path, width, height) -> raw (xy, desc) of one image, as the store holds them
-RawExtract = Callable[[str, int, int], tuple[np.ndarray, np.ndarray]]
-
-
-# ------------------------------------------------------------------------------------ local features
-
-class SiftFeatures:
-    name = "sift"
-    uses_gpu = False
-    box_fallback = "image"  # sparse keypoints: an empty box uses the whole image
-
-    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str, part: tuple[int, int] | None = None) -> None:
-        config = {"method": "sift", **p, "images": [im.path for im in gnd.images], "root": gnd.root}
-        build_store(out_dir, len(gnd.images),
-                    # one detector per image: cheap, and OpenCV objects are not promised to be thread-safe
-                    lambda i: sift.extract(str(gnd.image_path(i)),
-                                           sift.make_detector(p["max_features"], p["contrast_threshold"]),
-                                           p["max_side"]),
-                    shard_size=p["shard_size"], config=config, desc=desc, workers=os.cpu_count() or 1, part=part)
-
-    def reader(self, config: dict) -> ShardReader:
-        return lambda sh: (sh["xy"], sift.descriptors(sh["desc"], config["rootsift"]), sh["offsets"])
-
-    def one_image(self, config: dict) -> RawExtract:
-        max_features, contrast, max_side = config["max_features"], config["contrast_threshold"], config["max_side"]
-        return lambda path, width, height: sift.extract(path, sift.make_detector(max_features, contrast), max_side)
-
-
-class CnnFeatures:
-    name = "blcf"
-    uses_gpu = True
-    box_fallback = "nearest"  # a CNN map covers the whole image: a box between cell centres takes its nearest cell
-
-    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str, part: tuple[int, int] | None = None) -> None:
-        from ..features import cnn
-
-        extractor = cnn.Extractor(p["backbone"], p["layer"] or None, p["device"], p["half"])
-        # What determines the stored values (not device, batch size or workers: they do not change them).
-        config = {"method": "blcf", "backbone": p["backbone"], "layer": extractor.layer, "max_side": p["max_side"],
-                  "upsample": p["upsample"], "half": extractor.half, "stride": extractor.stride,
-                  "images": [im.path for im in gnd.images], "root": gnd.root}
-        paths = [str(gnd.image_path(i)) for i in range(len(gnd.images))]
-        dims = [(im.width, im.height) for im in gnd.images]
-
-        def shard(images: range):
-            return cnn.extract_images(extractor, paths[images.start:images.stop], dims[images.start:images.stop],
-                                      max_side=p["max_side"], batch_size=p["batch_size"], workers=p["workers"])
-
-        build_store(out_dir, len(gnd.images), shard, shard_size=p["shard_size"], config=config,
-                    desc=f"{desc} {p['backbone']} ({extractor.device})", batched=True, part=part)
-
-    def reader(self, config: dict) -> ShardReader:
-        from ..features import cnn
-
-        factor = config["upsample"]
-
-        def read(sh):
-            off = sh["offsets"]
-            xys, xs, counts = [], [], []
-            for j in range(len(off) - 1):
-                xy, x = cnn.local_features(sh["xy"][off[j]:off[j + 1]], sh["desc"][off[j]:off[j + 1]], factor)
-                xys.append(xy)
-                xs.append(x)
-                counts.append(len(xy))
-            return (np.concatenate(xys).reshape(-1, 2), np.concatenate(xs),
-                    np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-
-        return read
-
-    def one_image(self, config: dict) -> RawExtract:
-        from ..features import cnn
-
-        extractor = cnn.Extractor(config["backbone"], config["layer"], "auto", config["half"])  # loaded once
-        if extractor.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            _share_cores()
-
-        def extract(path: str, width: int, height: int):
-            return cnn.extract_images(extractor, [path], [(width, height)], max_side=config["max_side"],
-                                      batch_size=1, workers=0)[0]
-        return extract
-
-
-class XfeatFeatures:
-    """XFeat's learned keypoints and 64-d descriptors (features/xfeat.py), in place of SIFT's."""
-
-    name = "xfeat"
-    uses_gpu = True  # a CNN: extract.device auto runs it on CUDA where there is one
-    box_fallback = "image"  # sparse keypoints, as SIFT's: an empty box uses the whole image
-
-    def build(self, p: dict, gnd: GroundTruth, out_dir, desc: str, part: tuple[int, int] | None = None) -> None:
-        from ..features import xfeat
-
-        extractor = xfeat.Extractor(p["device"])  # loaded once
-        # What determines the stored values (not the device: it does not change the settings).
-        config = {"method": "xfeat", **{k: v for k, v in p.items() if k != "device"},
-                  "images": [im.path for im in gnd.images], "root": gnd.root}
-        build_store(out_dir, len(gnd.images),
-                    # one image at a time in this thread: torch's own pool holds compute.threads
-                    lambda i: extractor.extract(str(gnd.image_path(i)), p["max_side"], p["max_features"],
-                                                p["detection_threshold"]),
-                    shard_size=p["shard_size"], config=config, desc=f"{desc} ({extractor.device})", part=part)
-
-    def reader(self, config: dict) -> ShardReader:
-        from ..features import xfeat
-
-        return lambda sh: (sh["xy"], xfeat.descriptors(sh["desc"]), sh["offsets"])
-
-    def one_image(self, config: dict) -> RawExtract:
-        from ..features import xfeat
-
-        extractor = xfeat.Extractor("auto")  # loaded once
-        if extractor.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            _share_cores()
-        max_side, max_features, threshold = config["max_side"], config["max_features"], config["detection_threshold"]
-        return lambda path, width, height: extractor.extract(path, max_side, max_features, threshold)
-
-
-def _share_cores() -> None:
-    """One query's CNN uses half the cores (2 cores: one thread), unless OMP_NUM_THREADS says otherwise.
-
-    torch's default, a spinning OpenMP thread per core, collapses when anything else runs: on this
-    project's busy 2-core machine, one thread ran mobilenet_v2 on a 340-px image 5x faster than two
-    (benchmarks/query_latency.py); the web server's requests run in parallel threads anyway.
-    """
-    import torch
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2)))
-
 
 def sample_descriptors(store: FeatureStore, n_database: int, size: int, seed: int, read: ShardReader) -> np.ndarray:
     """A uniform sample (without replacement, seeded) of the database images' local features; the
@@ -275,10 +143,9 @@ def _box_or_whole(box: Box | None, width: int, height: int) -> Box:
 class BagOfWords:
     """A :class:`~instance_search.methods.base.Method` over one kind of local features."""
 
-    def __init__(self, features: SiftFeatures | CnnFeatures, published: dict[str, float] | None = None):
-        self.features = features
-        self.name, self.uses_gpu = features.name, features.uses_gpu
-        self.published = published or {}
+    def __init__(self, features: LocalFeatures):
+        self.features = self.extraction = features
+        self.name = features.name
 
     def labels(self, p: dict) -> dict[str, str]:
         """What the metrics and tables must say beside the numbers (nothing for bags of words)."""
@@ -306,13 +173,6 @@ class BagOfWords:
         return f"top {r['candidates']} re-ranked by {how}{expand}"
 
     # building ---------------------------------------------------------------------------------
-    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
-                part: tuple[int, int] | None = None) -> None:
-        self.features.build(p, gnd, out_dir, progress_desc or f"{gnd.dataset} {self.name}", part)
-
-    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir) -> None:
-        gather_store(folders, len(gnd.images), out_dir)
-
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
         """The vocabulary: optional PCA-whitening and k-means, both learned on one seeded database sample."""
         device = self._device(p.get("device", "cpu"))  # a params file without the key: faiss on the CPU, as before
@@ -397,7 +257,6 @@ class BagOfWords:
 
     # Encoding in part jobs (compute.parts): the nearest words, the costly part, per part of the images;
     # the word weights, which need every image, when they are gathered.
-    encodes_in_parts = True
 
     def encode_part(self, p: dict, gnd: GroundTruth, features, model: dict, part: tuple[int, int], out_dir,
                     config: dict, device: str = "cpu") -> None:

@@ -30,13 +30,14 @@ import numpy as np
 
 from ..errors import InstanceSearchError
 from ..features import frcnn
-from ..features.store import FeatureStore, build_shards, gather_store
+from ..features.store import FeatureStore
 from ..groundtruth import GroundTruth
 from ..retrieval import expansion, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, by_image, check_first_stage, pick_best, rank, reorder
 from .base import Progress, Queries
+from .region_features import RegionExtraction, extractor
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,6 @@ def prepare(x: np.ndarray, model: dict[str, np.ndarray] | None = None) -> np.nda
     max-pooled vectors of any image size share one scale before the mean is subtracted."""
     x = linalg.l2(x)
     return x if model is None else linalg.whiten(x.astype(np.float32), model).astype(np.float64)
-
-
-def _extractor(p: dict, model=None) -> frcnn.RegionExtractor:
-    return frcnn.RegionExtractor(
-        p["source"], detector=p["detector"], level=p["level"] or None, backbone=p["backbone"],
-        layer=p["layer"] or None, proposals=p["proposals"], scales=p["scales"], aspect_ratios=p["aspect_ratios"],
-        stride=p["stride"], pooling=p["pooling"], roi=p["roi"], roi_size=p["roi_size"], device=p["device"],
-        half=p["half"], model=model)
 
 
 def _store(features_dir, gnd: GroundTruth) -> FeatureStore:
@@ -89,11 +82,9 @@ class RegionDatabase:
 
 class RegionMethod:
     name = "frcnn"
-    uses_gpu = True
-    encodes_in_parts = False  # its encoding is one matrix product of the stored vectors: one job
 
-    def __init__(self, published: dict[str, float] | None = None):
-        self.published = published or {}  # the seed's mAP per dataset (methods.METHODS)
+    def __init__(self, extraction: RegionExtraction):
+        self.extraction = extraction
 
     def labels(self, p: dict) -> dict[str, str]:
         """What the metrics and tables must say beside the numbers: the proposal source (grid or rpn)."""
@@ -111,45 +102,6 @@ class RegionMethod:
         return f"top {r['candidates']} re-ranked by best proposal{expand}"
 
     # building ---------------------------------------------------------------------------------
-    def extract(self, p: dict, gnd: GroundTruth, out_dir, progress_desc: str = "",
-                part: tuple[int, int] | None = None) -> None:
-        """A sharded store (:func:`..features.store.build_shards`) whose shards hold their images' vectors,
-        proposals (``regions`` float16, ``boxes``, ``offsets``) and ``fallback`` flags, and the vectors of
-        the queries whose image they hold (``queries``: their indices; ``ls``: the box's, ``gs``: the
-        whole image's): a shard's proposals are written before the next shard runs, so memory stays flat."""
-        ex = _extractor(p)
-        paths = [str(gnd.image_path(i)) for i in range(len(gnd.images))]
-        dims = [(im.width, im.height) for im in gnd.images]
-        # each query image also pools its query boxes: [box, whole image] per query (LS and GS)
-        boxes: dict[int, list] = {}
-        slot = []  # query k's pair among its image's extra vectors
-        for q in gnd.queries:
-            im = gnd.images[q.image]
-            slot.append(len(boxes.setdefault(q.image, [])) // 2)
-            boxes[q.image].extend([q.box, (0.0, 0.0, float(im.width), float(im.height))])
-
-        def shard(images: range) -> dict[str, np.ndarray]:
-            lo, hi = images.start, images.stop
-            extra = [np.array(boxes[i], np.float32) if i in boxes else None for i in images]
-            got, _ = frcnn.extract_images(ex, paths[lo:hi], dims[lo:hi], max_side=p["max_side"],
-                                          batch_size=p["batch_size"], workers=p["workers"], extra=extra)
-            f = frcnn.RegionFeatures.from_images(got)
-            asked = [k for k, q in enumerate(gnd.queries) if lo <= q.image < hi]
-            pooled = [got[gnd.queries[k].image - lo].extra[2 * slot[k]:2 * slot[k] + 2] for k in asked]
-            pairs = np.array(pooled, np.float32).reshape(-1, 2, ex.dim)
-            return {"vectors": f.vectors, "regions": f.regions, "boxes": f.boxes, "offsets": f.offsets,
-                    "fallback": np.array([r.fallback for r in got], bool), "queries": np.array(asked, np.int64),
-                    "ls": pairs[:, 0], "gs": pairs[:, 1]}
-
-        config = {"method": "frcnn", **p, "proposal_source": ex.source_name, "images": [im.path for im in gnd.images],
-                  "root": gnd.root}
-        desc = progress_desc or f"{gnd.dataset} frcnn"
-        build_shards(out_dir, len(gnd.images), shard, shard_size=p["shard_size"], config=config,
-                     desc=f"{desc} {ex.source_name} ({ex.device})", part=part, key="regions")
-
-    def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir) -> None:
-        gather_store(folders, len(gnd.images), out_dir)
-
     def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
         """The PCA-whitening of the L2-normalised database image-wise vectors (or none: pca_dim 0)."""
         store = _store(features, gnd)
@@ -217,7 +169,7 @@ class RegionMethod:
                        info=[{} for _ in gnd.queries])
 
     def image_encoder(self, extraction: dict, model: dict, db: RegionDatabase):
-        ex = _extractor({**extraction, "device": "auto"})
+        ex = extractor({**extraction, "device": "auto"})
         white = linalg.whitening_from(model)
 
         def encode(path: str, width: int, height: int, box: Box | None) -> Queries:

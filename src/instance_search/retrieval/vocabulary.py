@@ -14,6 +14,7 @@ import logging
 import faiss
 import numpy as np
 
+from ..devices import runs_on_gpu  # noqa: F401 (re-exported: the tests ask it here)
 from ..errors import InstanceSearchError
 from .linalg import whitening_arrays, whitening_from, whiten
 
@@ -36,16 +37,6 @@ def resolve_device(device: str, key: str) -> str:
     if not torch.cuda.is_available():
         raise InstanceSearchError(f"{key}=cuda but no CUDA device is visible; use auto or cpu")
     return "cuda"
-
-
-def runs_on_gpu(device: str) -> bool:
-    """Whether a step with this ``codebook.device`` wants a GPU (what a workflow reserves for it). Unlike
-    :func:`resolve_device`, cuda is not checked here: a cluster's head node may have no GPU itself."""
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return device == "cuda"
 
 
 def train(x: np.ndarray, k: int, iterations: int, seed: int, device: str = "cpu") -> np.ndarray:

@@ -1,7 +1,7 @@
 """The shared frame of every workflow script: arguments, logging, params, one-line errors.
 
-A script builds an ``argparse`` parser with :func:`parser`, then hands its ``main(args, params)``
-to :func:`run`. Failures the user can fix (:class:`InstanceSearchError`) print one line
+The step's command line (:mod:`.command`) builds an ``argparse`` parser with :func:`parser`, then
+hands its ``main(args, params)`` to :func:`run`, with the step's outputs. Failures the user can fix (:class:`InstanceSearchError`) print one line
 ``error: <message>`` on stderr and exit with status 1; the log file gets the same line.
 
 Interruptions. SIGTERM (a cluster's or Snakemake's kill) and SIGINT (Ctrl-C) become an orderly
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import io, threads, versions
-from .config import load_params
-from .errors import InstanceSearchError
+from .. import io, threads, versions
+from ..config import load_params
+from ..errors import InstanceSearchError
 
 log = logging.getLogger("instance_search")
 
@@ -118,17 +118,6 @@ def _on_signal(signum: int, frame) -> None:
     raise Interrupted(_state["signum"])
 
 
-def output_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path]:
-    """The step's outputs as its arguments name them: ``--out`` and options whose help says "output"."""
-    paths = []
-    for action in p._actions:
-        if action.dest == "out" or (action.help or "").lower().startswith("output"):
-            value = getattr(args, action.dest, None)
-            if isinstance(value, str) and value:
-                paths.append(Path(value))
-    return paths
-
-
 def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], None],
         script_file: str, argv: list[str] | None = None, *,
         outputs: Callable[[argparse.Namespace], Iterable[str | Path]] | None = None, compute: bool = False) -> None:
@@ -141,7 +130,7 @@ def run(p: argparse.ArgumentParser, main: Callable[[argparse.Namespace, dict], N
         _state.update(pid=os.getpid(), signum=None, handled=False)
         handlers = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
     try:
-        for out in [*output_paths(p, args), *(outputs(args) if outputs else ())]:
+        for out in (outputs(args) if outputs else ()):
             for stale in io.sweep_temporaries(out):
                 log.info("%s: removed a temporary file left by an interrupted run", stale)
         params = load_params(args.params, args.schema or default_schema(script_file))
