@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from instance_search import evaluate, steps, threads
+from instance_search import evaluate, threads
+from instance_search.pipeline import steps
 from instance_search.datasets.prepare import prepare
 from instance_search.engine import retrieve
 from instance_search.index import open_index

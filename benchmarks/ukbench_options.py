@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from instance_search import report, steps, threads
+from instance_search import report, threads
+from instance_search.pipeline import steps
 from instance_search.datasets.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]

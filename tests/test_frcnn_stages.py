@@ -8,7 +8,8 @@ import pytest
 import yaml
 from conftest import require_weights
 
-from instance_search import evaluate, groundtruth, report, steps
+from instance_search import evaluate, groundtruth, report
+from instance_search.pipeline import steps
 from instance_search.datasets import synthetic
 from instance_search.datasets.prepare import prepare
 from instance_search.features.store import FeatureStore

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from instance_search import cli, methods, steps, versions
+from instance_search import cli, methods, versions
+from instance_search.pipeline import steps
 from instance_search.config import load_params
 from instance_search.datasets import synthetic
 from instance_search.datasets.prepare import prepare

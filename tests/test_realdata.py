@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from instance_search import evaluate, steps
+from instance_search import evaluate
+from instance_search.pipeline import steps
 from instance_search.datasets.prepare import prepare
 from instance_search.features import backbones
 
