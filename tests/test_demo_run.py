@@ -214,8 +214,8 @@ def test_dvc_repro_writes_the_bytes_snakemake_wrote(demo):
     recorded in dvc.lock.)"""
     before = outputs(demo)
     assert any("/blcf/features/" in p for p in before) and "results/synthetic/blcf/model.npz" in before
-    out = dvc("repro", "--force", "--single-item", "extract@synthetic-blcf", "codebook@synthetic-blcf", cwd=demo)
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"extract@synthetic-blcf", "codebook@synthetic-blcf"}, \
+    out = dvc("repro", "--force", "--single-item", "extract-blcf@synthetic", "codebook-blcf@synthetic", cwd=demo)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"extract-blcf@synthetic", "codebook-blcf@synthetic"}, \
         out[-3000:]
     after = outputs(demo)
     assert set(after) == set(before)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def tiny_repo(tmp_path) -> Path:
     for key, value in TINY.items():
         set_key(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    # run.methods changed: dvc.yaml's stages per method follow it (make dvc-yaml, as the README says)
+    proc = workflow_tools.run([sys.executable, "workflow/dvc_yaml.py"], cwd=root, timeout=300)
+    assert proc.returncode == 0, tail(proc)
     return root
 
 
@@ -164,16 +168,16 @@ def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
     assert proc.returncode == 0, tail(proc)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", out))
-    ran_steps = {name.split("@")[0] for name in ran}
+    ran_steps = {name.split("@")[0].split("-")[0] for name in ran}  # rank-sift@synthetic-cosine -> rank
     assert set(STEPS_AFTER_CODEBOOK) <= ran_steps, f"ran only {sorted(ran)}\n{out[-3000:]}"
     assert not ran_steps & set(STEPS_BEFORE_CODEBOOK), f"re-ran {sorted(ran)}"
-    assert {"fetch@synthetic", "prepare@synthetic", "extract@synthetic-sift"} <= skipped, out[-3000:]
+    assert {"fetch@synthetic", "prepare@synthetic", "extract-sift@synthetic"} <= skipped, out[-3000:]
     # tables re-run unless the new metrics happen to be byte-identical (DVC compares content)
     metrics_after = {p: (root / p).read_bytes() for p in metrics_before}
     for s in TINY["run.similarities"]:
         same = metrics_after[f"results/metrics/sift_{s}/synthetic.json"] == metrics_before[
             f"results/metrics/sift_{s}/synthetic.json"]
-        assert same or f"tables@sift-{s}" in ran, out[-3000:]
+        assert same or f"tables-sift@{s}" in ran, out[-3000:]
     assert {p: p.stat().st_mtime_ns for p in untouched} == mtimes, "the experiment rewrote extract's output"
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert get_key(params, CODEBOOK_SIZE) == 32
