@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from instance_search.methods.bow import sample_descriptors
+from instance_search.methods.bow_index import sample_descriptors
 from instance_search.errors import InstanceSearchError
 from instance_search.features.store import FeatureStore, build_store
 

@@ -60,3 +60,40 @@ def test_unknown_key_is_rejected(tmp_path, repo, params):
 
 def test_default_params_are_valid(repo):
     load_params(repo / "params.yaml", repo / "workflow/schemas/params.schema.json")
+
+
+def test_swap_dir_exchanges_a_folder_in_one_step(tmp_path):
+    """The new folder takes the old one's place; the old one is gone afterwards, and nothing else is left."""
+    from instance_search import io as iio
+
+    final, new = tmp_path / "index", tmp_path / ".index.new"
+    final.mkdir()
+    (final / "a.txt").write_text("old")
+    new.mkdir()
+    (new / "a.txt").write_text("new")
+    iio.swap_dir(new, final)
+    assert (final / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_the_exchange_is_one_call_where_the_system_has_it(tmp_path):
+    import pytest
+
+    from instance_search import io as iio
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "from_a").touch()
+    if not iio._renameat2_exchange(a, b):
+        pytest.skip("this system or file system has no renameat2 exchange: swap_dir uses two renames")
+    assert (b / "from_a").exists() and not (a / "from_a").exists()
+
+
+def test_swap_dir_into_a_new_place(tmp_path):
+    from instance_search import io as iio
+
+    new = tmp_path / ".x.new"
+    new.mkdir()
+    iio.swap_dir(new, tmp_path / "x")
+    assert (tmp_path / "x").is_dir() and not new.exists()

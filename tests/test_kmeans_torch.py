@@ -137,7 +137,7 @@ def test_codebook_device_resolution(monkeypatch):
     assert not vocabulary.runs_on_gpu("auto") and not vocabulary.runs_on_gpu("cpu")
     assert vocabulary.runs_on_gpu("cuda")  # a head node without a GPU still reserves one for the job
     for method in ("sift", "blcf"):  # both steps refuse before reading anything
-        m = methods.get(method)
+        m = methods.indexing(method)
         with pytest.raises(InstanceSearchError) as err:
             m.learn({"device": "cuda", "sample": 10, "words": 2, "iterations": 1, "pca_dim": 0}, 0, None, None)
         assert str(err.value) == f"{method}.codebook.device=cuda but no CUDA device is visible; use auto or cpu"

@@ -63,6 +63,12 @@ def test_a_step_depends_on_its_methods_code_only():
     assert "src/instance_search/methods/local_features.py" in sift
     assert not {"src/instance_search/methods/bow.py", "src/instance_search/retrieval/verification.py",
                 "src/instance_search/methods/global_features.py"} & sift
+    assert "src/instance_search/features/cnn.py" not in sift  # blcf's extraction is its own module
+    # blcf's indexing reads its features through its extraction's reader: both are its code
+    assert "src/instance_search/methods/cnn_features.py" in code.step_files(STEPS["codebook"], "blcf")
+    codebook = set(code.step_files(STEPS["codebook"], "sift"))
+    assert "src/instance_search/methods/bow_index.py" in codebook
+    assert not {"src/instance_search/methods/bow.py", "src/instance_search/retrieval/verification.py"} & codebook
     gem = set(code.step_files(STEPS["rerank"], "gem"))
     assert "src/instance_search/retrieval/diffusion.py" in gem
     assert "src/instance_search/retrieval/verification.py" not in gem

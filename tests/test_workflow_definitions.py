@@ -216,17 +216,18 @@ def _code_users(stages, module: str) -> set[str]:
 
 
 def test_a_retrieval_module_reruns_only_the_stages_that_import_it(stages, params):
-    """The spatial verification is the bag-of-words family's: a change to it re-runs their model,
-    encoding, search and evaluation stages (the family's module imports it), never an extraction,
-    a download, a table, nor any stage of gem or frcnn."""
+    """The spatial verification is the bag-of-words family's search code: a change to it re-runs their
+    search and evaluation stages, never an extraction, a codebook or an encoding (their modules do
+    not import it), a download, a table, nor any stage of gem or frcnn."""
+    searching = ("rank", "rerank", "expand", "options", "evaluate")
     users = _code_users(stages, "retrieval/verification.py")
     words = [m for m in params["run"]["methods"] if m in ("sift", "blcf", "xfeat")]
-    expected = {f"{step}-{m}" for step in ("codebook", "encode", "rank", "rerank", "expand", "options", "evaluate")
-                for m in words}
-    assert {n.split("@")[0] for n in users} == expected
+    assert {n.split("@")[0] for n in users} == {f"{step}-{m}" for step in searching for m in words}
     diffusion = {n.split("@")[0] for n in _code_users(stages, "retrieval/diffusion.py")}
-    assert diffusion == {f"{step}-gem" for step in ("codebook", "encode", "rank", "rerank", "expand", "options",
-                                                     "evaluate")}
+    assert diffusion == {f"{step}-gem" for step in searching}
+    # the vocabulary is the bags' model: their codebook and encoding depend on it, and so does the search
+    kmeans = {n.split("@")[0] for n in _code_users(stages, "retrieval/vocabulary.py")}
+    assert kmeans == {f"{step}-{m}" for step in ("codebook", "encode", *searching) for m in words}
     # the extraction of a method depends on its extraction's module, not on its search code
     extract = next(s for s in stages if s["name"].startswith("extract-sift@"))
     assert "src/instance_search/methods/local_features.py" in extract["deps"]

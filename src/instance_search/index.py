@@ -45,7 +45,7 @@ def extraction_settings(features: str | os.PathLike) -> dict:
     return {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
 
 
-def write(out_dir: str | os.PathLike, method: Method, files: dict[str, dict], *, n_images: int, n_database: int,
+def write(out_dir: str | os.PathLike, method: str, files: dict[str, dict], *, n_images: int, n_database: int,
           model: str | os.PathLike, extraction: dict, encoding: dict) -> None:
     """Write an index folder atomically: ``<name>.npz`` per file, then the manifest, then rename."""
     out_dir = Path(out_dir)
@@ -54,7 +54,7 @@ def write(out_dir: str | os.PathLike, method: Method, files: dict[str, dict], *,
     for name, arrays in files.items():
         save_npz(tmp / f"{name}.npz", **arrays)
     write_json(tmp / "manifest.json", {
-        "method": method.name, "n_images": n_images, "n_database": n_database, "extraction": extraction,
+        "method": method, "n_images": n_images, "n_database": n_database, "extraction": extraction,
         "encode": encoding,
         "model": {"file": os.path.relpath(Path(model).resolve(), out_dir.resolve()), "sha256": sha256(model)},
         "files": {f"{name}.npz": sha256(tmp / f"{name}.npz") for name in sorted(files)},

@@ -11,10 +11,12 @@ the permissions of any file created under the current umask (``mkstemp`` alone w
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import zipfile
@@ -254,6 +256,37 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
     unregister_temporary(tmp_dir)
     if old is not None:
         shutil.rmtree(old)
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM):  # a file system or kernel without it
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def swap_dir(new_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:
+    """Put the finished folder ``new_dir`` in the place of the existing ``final_dir`` in one atomic
+    exchange, so that a reader (or a kill) sees the old folder or the new one, never neither; the old
+    one is removed afterwards. Where the system cannot exchange, :func:`replace_dir`'s two renames."""
+    new_dir, final_dir = Path(new_dir), Path(final_dir)
+    if final_dir.exists() and _renameat2_exchange(new_dir, final_dir):
+        unregister_temporary(new_dir)
+        shutil.rmtree(new_dir)  # the old folder, now under the temporary name
+        return
+    replace_dir(new_dir, final_dir)
 
 
 # --- images -----------------------------------------------------------------------------------

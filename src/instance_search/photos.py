@@ -4,7 +4,9 @@
 An index folder holds ``gnd.json`` (the image list: the folder's images, no ground truth),
 ``features/``, ``model.npz`` and ``index/``, as a pipeline's method folder does, so ``query`` and
 ``serve`` read both alike. A build writes into a hidden sibling folder renamed into place at the
-end: a failed or interrupted build leaves nothing that looks like an index.
+end: a failed or interrupted build leaves nothing that looks like an index. Adding images builds the
+new folder beside the old one (its unchanged files hard-linked) and swaps the two in one atomic
+exchange (:func:`..io.swap_dir`): a reader or a kill sees the old index or the new one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .errors import InstanceSearchError
 from .groundtruth import GroundTruth
 from .index import (FEATURES_DIR, GND_FILE, INDEX_DIR, MODEL_FILE, extraction_settings, load_index, read_files,
                     write)
-from .io import load_npz
+from .io import load_npz, make_temp_dir, swap_dir
 from .pipeline import steps
 
 log = logging.getLogger(__name__)
@@ -77,30 +79,47 @@ def add(images_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> 
     # the new images by absolute path: the index's image list keeps its own root
     new = [replace(im, name=str(Path(root.name) / im.name), path=str(root / im.path)) for im in new]
     part = GroundTruth(dataset=gnd.dataset, root=str(root), images=new, n_database=len(new), labelled=False)
-    tmp = out / ".adding"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    scratch, folder = make_temp_dir(out), make_temp_dir(out)  # the new images' features; the new index folder
     try:
-        groundtruth.save(part, tmp / GND_FILE)
+        groundtruth.save(part, scratch / GND_FILE)
         extract = {**params[m.name]["extract"], **{k: v for k, v in index.manifest["extraction"].items()
                                                    if k in params[m.name]["extract"]}}
         log.info("1/2 extracting %s features of %d new images (the index's settings)", m.name, len(new))
-        m.extraction.extract(extract, part, tmp / FEATURES_DIR)
-        if extraction_settings(tmp / FEATURES_DIR) != index.manifest["extraction"]:
+        m.extraction.extract(extract, part, scratch / FEATURES_DIR)
+        if extraction_settings(scratch / FEATURES_DIR) != index.manifest["extraction"]:
             raise InstanceSearchError(f"{out}: the new images were extracted with other settings than the index "
                                       f"(params {m.name}.extract); use the params file the index was built with")
         log.info("2/2 encoding them with the index's model")
-        model = out / MODEL_FILE
-        files = m.encode(index.manifest["encode"], part, tmp / FEATURES_DIR, load_npz(model))
+        files = m.indexing.encode(index.manifest["encode"], part, scratch / FEATURES_DIR, load_npz(out / MODEL_FILE))
         _, old = read_files(out / INDEX_DIR, check=True)
         total = len(gnd.images) + len(new)
-        merged = m.join([old, files], total, index.manifest["encode"])
-        whole = replace(gnd, images=[*gnd.images, *new], n_database=total)
-        groundtruth.save(whole, tmp / GND_FILE)
-        write(out / INDEX_DIR, m, merged, n_images=total, n_database=total, model=model,
+        merged = m.indexing.join([old, files], total, index.manifest["encode"])
+        # the new folder: the old one's other files (hard links: nothing copied, nothing of it changed),
+        # the whole image list and the joined index; then one swap
+        for entry in sorted(out.iterdir()):
+            if entry.name not in (GND_FILE, INDEX_DIR) and not entry.name.startswith("."):
+                _link(entry, folder / entry.name)
+        groundtruth.save(replace(gnd, images=[*gnd.images, *new], n_database=total), folder / GND_FILE)
+        write(folder / INDEX_DIR, m.name, merged, n_images=total, n_database=total, model=folder / MODEL_FILE,
               extraction=index.manifest["extraction"], encoding=index.manifest["encode"])
-        os.replace(tmp / GND_FILE, out / GND_FILE)
+        swap_dir(folder, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     log.info("%s: added %d images (%d in all)", out, len(new), total)
+
+
+def _link(src: Path, dest: Path) -> None:
+    """``src`` at ``dest`` by hard links (a folder: its tree), or a copy where links cannot be made."""
+    if src.is_dir():
+        shutil.copytree(src, dest, copy_function=_link_file)
+    else:
+        _link_file(src, dest)
+
+
+def _link_file(src, dest) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
 

@@ -62,11 +62,23 @@ class Extraction(Protocol):
     def gather(self, p: dict, gnd: GroundTruth, folders: list[Path], out_dir: Path) -> None: ...
 
 
+class Indexing(Protocol):
+    """A method's model and encoding (the codebook and encode steps import only this)."""
+
+    name: str
+
+    def learn(self, p: dict, seed: int, gnd: GroundTruth, features: Path) -> dict: ...
+    # {file: arrays}; a method whose codebook has a device (bags of words) takes device= too
+    def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...
+    def join(self, parts: list[dict], n_database: int, p: dict) -> dict: ...  # encoded parts -> one index
+
+
 class Method(Protocol):
-    """What every method does, after its extraction."""
+    """What every method does: its extraction, its indexing, and answering queries."""
 
     name: str
     extraction: Extraction
+    indexing: Indexing
 
     def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
     # Its second-stage options, compared side by side (the options step): name -> the overrides of its
@@ -74,12 +86,6 @@ class Method(Protocol):
     def options(self, p: dict) -> dict[str, dict]: ...
     # What its re-ranking and expansion do under these params, in a few words for the user (the page)
     def second_stage(self, p: dict) -> str: ...
-
-    # building an index
-    def learn(self, p: dict, seed: int, gnd: GroundTruth, features: Path) -> dict: ...
-    # {file: arrays}; a method whose codebook has a device (bags of words) takes device= too
-    def encode(self, p: dict, gnd: GroundTruth, features: Path, model: dict) -> dict: ...
-    def join(self, parts: list[dict], n_database: int, p: dict) -> dict: ...  # encoded parts -> one index
 
     # answering queries
     def load(self, files: dict, n_database: int) -> Database: ...
@@ -95,7 +101,7 @@ class Method(Protocol):
 
 @runtime_checkable
 class EncodesInParts(Protocol):
-    """A capability: the encoding splits into part jobs (compute.parts; bags of words, whose nearest
+    """A capability of an Indexing: the encoding splits into part jobs (compute.parts; bags of words, whose nearest
     words are the costly part), each writing part i of n into a folder, gathered into the index's files."""
 
     def encode_part(self, p: dict, gnd: GroundTruth, features: Path, model: dict, part: tuple[int, int],

@@ -25,21 +25,15 @@ import numpy as np
 
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
-from ..io import load_npz, read_json
 from ..retrieval import diffusion, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, rank
 from .base import Progress, Queries
 from .global_features import GemExtraction, covers_image, describe, extractor
+from .global_index import GlobalIndexing, prepare
 
 log = logging.getLogger(__name__)
-
-
-def prepare(x: np.ndarray, model: dict[str, np.ndarray] | None) -> np.ndarray:
-    """L2 (-> whiten -> L2 with a whitening model), float32."""
-    x = linalg.l2(x, np.float32)
-    return x if model is None else linalg.whiten(x, model)
 
 
 @dataclass(eq=False)
@@ -66,8 +60,9 @@ class GlobalDatabase:
 class GlobalMethod:
     name = "gem"
 
-    def __init__(self, extraction: GemExtraction):
+    def __init__(self, extraction: GemExtraction, indexing: GlobalIndexing):
         self.extraction = extraction
+        self.indexing = indexing
 
     def labels(self, p: dict) -> dict[str, str]:
         """Where the whitening was learned (the tables say it beside the numbers)."""
@@ -84,35 +79,6 @@ class GlobalMethod:
         if e["mode"] == "aqe":
             parts.append(f"alpha-QE over the top {e['neighbours']}")
         return ", then ".join(parts) or "no re-ranking"
-
-    # building ---------------------------------------------------------------------------------
-    @staticmethod
-    def _features(features) -> tuple[dict, dict]:
-        d = Path(features)
-        if not (d / "manifest.json").is_file():
-            raise InstanceSearchError(f"{d}: not a finished gem feature folder (no manifest.json); re-run extract")
-        return read_json(d / "manifest.json"), load_npz(d / "vectors.npz")
-
-    def learn(self, p: dict, seed: int, gnd: GroundTruth, features) -> dict[str, np.ndarray]:
-        _, f = self._features(features)
-        if not p["pca_dim"]:
-            return {"none": np.zeros(0, np.float32)}
-        return linalg.whitening_arrays(linalg.fit_whitening(linalg.l2(f["vectors"][:gnd.n_database], np.float32),
-                                                            p["pca_dim"], key="gem.codebook.pca_dim"))
-
-    def encode(self, p: dict, gnd: GroundTruth, features, model: dict) -> dict[str, dict]:
-        manifest, f = self._features(features)
-        if manifest["n_images"] != len(gnd.images):
-            raise InstanceSearchError(f"{features}: {manifest['n_images']} images but the ground truth lists "
-                                      f"{len(gnd.images)}; re-run extract")
-        white = linalg.whitening_from(model)
-        return {"vectors": {"vectors": prepare(f["vectors"][:gnd.n_database], white)},
-                "queries": {"ls": prepare(f["ls"], white), "gs": prepare(f["gs"], white)}}
-
-    def join(self, parts: list[dict[str, dict]], n_database: int, p: dict) -> dict[str, dict]:
-        dim = parts[0]["vectors"]["vectors"].shape[1]
-        return {"vectors": {"vectors": np.concatenate([f["vectors"]["vectors"] for f in parts])},
-                "queries": {k: np.zeros((0, dim), np.float32) for k in ("ls", "gs")}}
 
     # querying ---------------------------------------------------------------------------------
     def load(self, files: dict[str, dict], n_database: int) -> GlobalDatabase:

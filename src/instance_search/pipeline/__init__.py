@@ -5,7 +5,8 @@ arguments and tracked params of its Snakemake rule, and the code its DVC stage d
 modules it imports: :mod:`.code`). The step modules group steps by what they import:
 
 - :mod:`.data`: fetch, prepare
-- :mod:`.build`: weights, extract, codebook, encode (and their part jobs)
+- :mod:`.pretrained`: weights
+- :mod:`.build`: extract, codebook, encode (and their part jobs)
 - :mod:`.search`: rank, rerank, expand, options
 - :mod:`.results`: evaluate, tables, options_table, figures, pr_figure
 """

@@ -1,5 +1,4 @@
-"""Building an index: weights (the pretrained files), extract (local features with positions), codebook
-(the method's model), encode.
+"""Building an index: extract (local features with positions), codebook (the method's model), encode.
 
 Each is a function of files: it reads its inputs, computes, and writes atomically. Part jobs
 (``compute.parts``: {dataset: n}) split extraction, and the bags of words' encoding, into n jobs
@@ -13,13 +12,11 @@ from pathlib import Path
 
 from .. import groundtruth, methods
 from ..devices import runs_on_gpu
-from ..download import lock_frozen
 from ..errors import InstanceSearchError
 from ..hashing import sha256_file
 from ..index import extraction_settings, write
 from ..io import load_npz, save_npz
 from ..methods.base import EncodesInParts
-from ..weights import fetch_weights
 from .declare import step
 
 PathLike = str | os.PathLike
@@ -48,25 +45,11 @@ def _split(params: dict, w: dict) -> bool:
 
 
 def _encoded_in_parts(params: dict, w: dict) -> bool:
-    return _split(params, w) and isinstance(methods.get(w["method"]), EncodesInParts)
+    return _split(params, w) and isinstance(methods.indexing(w["method"]), EncodesInParts)
 
 
-# the checked-in sha256 lock file (relative to the repository root, where every step runs)
-WEIGHTS_LOCK = "workflow/weights.lock.json"
 GND = "normalised ground truth (prepare step)"
 FEATURES = "feature folder (extract step)"
-
-
-@step(inputs={}, outputs={"manifest": "results/weights/<method>.json, the files and their sha256 (rewritten "
-                                      "only when they change)"},
-      wildcards=("method",), params=("{method}.extract",))
-def weights(params: dict, method: str, manifest: PathLike) -> None:
-    """Make the pretrained weights one method's extraction loads present in torchvision's cache, checked.
-
-    Found there, or downloaded (weights.mirrors first, then torchvision's address) and checked against
-    the sha256 prefix in its name and against the lock file; offline and missing, one line says which
-    file goes where."""
-    fetch_weights(params, method, manifest, WEIGHTS_LOCK, frozen=lock_frozen(params))
 
 
 @step(inputs={"gnd": GND}, outputs={"features": "part folder of the features"},
@@ -93,10 +76,10 @@ def extract(params: dict, dataset: str, method: str, gnd: PathLike, features: Pa
 
 @step(inputs={"gnd": GND, "features": FEATURES}, outputs={"model": "model.npz"}, wildcards=("method",),
       params=("compute.threads", "seed", "{method}.codebook"), compute=True, gpu=_codebook_gpu,
-      method_code="family")
+      method_code="indexing")
 def codebook(params: dict, method: str, gnd: PathLike, features: PathLike, model: PathLike) -> None:
     """The method's model (vocabulary, whitening), learned on the database images' features."""
-    m = methods.get(method)
+    m = methods.indexing(method)
     save_npz(model, **m.learn(params[method]["codebook"], params["seed"], groundtruth.load(gnd), Path(features)))
 
 
@@ -108,11 +91,11 @@ def _device(params: dict, method: str) -> dict:
 
 @step(inputs={"gnd": GND, "features": FEATURES, "model": "model.npz (codebook step)"},
       outputs={"index": "part folder of the index"}, wildcards=("method", "part", "of"),
-      params=("compute.threads", "{method}.encode"), compute=True, gpu=_codebook_gpu, method_code="family")
+      params=("compute.threads", "{method}.encode"), compute=True, gpu=_codebook_gpu, method_code="indexing")
 def encode_part(params: dict, method: str, gnd: PathLike, features: PathLike, model: PathLike, index: PathLike, part: int,
                 of: int) -> None:
     """Part ``part`` of ``of`` of the images encoded into a part folder (methods that encode in parts)."""
-    m = methods.get(method)
+    m = methods.indexing(method)
     if not isinstance(m, EncodesInParts):
         raise InstanceSearchError(f"{method} encodes in one job (its encoding is a matrix product); "
                                   "leave out --part")
@@ -125,14 +108,14 @@ def encode_part(params: dict, method: str, gnd: PathLike, features: PathLike, mo
 @step(inputs={"gnd": GND, "features": FEATURES, "model": "model.npz (codebook step)",
               "parts": "folder of the part jobs' folders, gathered instead of encoding"},
       outputs={"index": "index folder"}, wildcards=("dataset", "method"), params=("compute.threads", "{method}.encode"),
-      compute=True, gpu=_codebook_gpu, gathers=_encoded_in_parts, method_code="family", optional=("parts",))
+      compute=True, gpu=_codebook_gpu, gathers=_encoded_in_parts, method_code="indexing", optional=("parts",))
 def encode(params: dict, dataset: str, method: str, gnd: PathLike, features: PathLike, model: PathLike, index: PathLike,
            parts: PathLike | None = None) -> None:
     """The index: every image encoded with the model, into the files the method searches."""
-    m, g, p = methods.get(method), groundtruth.load(gnd), params[method]["encode"]
+    m, g, p = methods.indexing(method), groundtruth.load(gnd), params[method]["encode"]
     if parts:
         files = m.gather_encoded(p, g, _folders(params, dataset, parts))
     else:
         files = m.encode(p, g, Path(features), load_npz(model), **_device(params, method))
-    write(index, m, files, n_images=len(g.images), n_database=g.n_database, model=model,
+    write(index, method, files, n_images=len(g.images), n_database=g.n_database, model=model,
           extraction=extraction_settings(features), encoding=p)

@@ -23,6 +23,7 @@ PACKAGE = "instance_search"
 # command line that finds the step (alone: what it imports to find it is not run)
 FRAME = ("instance_search.pipeline.runner", "instance_search.pipeline.declare")
 COMMAND = "instance_search.pipeline.command"
+PARTS = ("extraction", "indexing", "family")  # a method's modules (methods.module), each built on the ones before
 ROOT = Path(__file__).resolve().parent.parent  # src/instance_search
 
 
@@ -81,7 +82,9 @@ def step_modules(s: Step, method: str | None = None) -> set[str]:
     if s.method_code:
         if method is None:
             raise ValueError(f"step {s.name} runs its method's code: name the method")
-        start.append(methods.module(method, s.method_code))
+        # a method's indexing is built on its extraction, its family on both: each runs the parts below it
+        parts = PARTS[:PARTS.index(s.method_code) + 1]
+        start.extend(methods.module(method, part) for part in parts)
     return closure(start) | {COMMAND}
 
 

@@ -36,7 +36,7 @@ class Step:
     compute: bool = False             # runs on compute.threads (else one thread)
     gpu: Resource | None = None       # the GPUs it declares (resources: gpu=...)
     gathers: Callable[[dict, dict], bool] | None = None  # it only gathers part jobs' folders: 1 thread, no GPU
-    method_code: str | None = None    # the method's code it runs: "extraction" or "family" (methods.module)
+    method_code: str | None = None    # the method's code it runs: "extraction", "indexing" or "family" (methods.module)
     optional: frozenset[str] = field(default_factory=frozenset)  # inputs that may be absent
 
     @property

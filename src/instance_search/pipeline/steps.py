@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .build import codebook, encode, encode_part, extract, extract_part, weights
+from .build import codebook, encode, encode_part, extract, extract_part
 from .data import fetch, prepare
+from .pretrained import weights
 from .declare import STEPS, Step
 from .results import evaluate, figures, options_table, pr_figure, tables
 from .search import expand, options, rank, rerank
