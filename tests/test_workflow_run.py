@@ -80,11 +80,15 @@ def tiny_repo(tmp_path) -> Path:
                                     "queries": "photos/queries.csv"}
     for key, value in TINY.items():
         set_key(params, key, value)
+    write_params(root, params)
+    return root
+
+
+def write_params(root: Path, params: dict) -> None:
+    """params.yaml, then dvc.yaml generated again: its stages per method follow run.methods (make dvc-yaml)."""
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    # run.methods changed: dvc.yaml's stages per method follow it (make dvc-yaml, as the README says)
     proc = workflow_tools.run([sys.executable, "workflow/dvc_yaml.py"], cwd=root, timeout=300)
     assert proc.returncode == 0, tail(proc)
-    return root
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -145,7 +149,7 @@ def test_dvc_codebook_experiment_reruns_codebook_and_after_only(tiny_repo):
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     set_key(params, "run.methods", ["sift"])
     set_key(params, "run.datasets", ["synthetic"])
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    write_params(root, params)
     git("init", "--quiet", cwd=root)
     proc = dvc("init", "--quiet", cwd=root)
     assert proc.returncode == 0, tail(proc)
