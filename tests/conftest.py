@@ -1,4 +1,5 @@
-"""Shared fixtures: paths of the repository and of the real-photo test data; the offline-weights check."""
+"""Shared fixtures: paths of the repository and of the real-photo test data; the offline-weights check;
+the local HTTP server (``server``). The helpers test modules share are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+
+# tests/helpers.py holds asserts (e.g. assert_boxes_inside): rewritten as in a test module, so that a
+# failure shows its values. Registered before any test module imports it.
+pytest.register_assert_rewrite("helpers")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -76,3 +81,13 @@ def params() -> dict:
     import yaml
 
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def server():
+    """The local HTTP server (tests/helpers.py's ``serving``) on 127.0.0.1, one per test; yields its
+    state: ``serve`` files in failure modes, the ``requests`` seen, the ``base`` address."""
+    from helpers import serving  # here, not at the top: a test that needs no server imports nothing more
+
+    with serving() as state:
+        yield state

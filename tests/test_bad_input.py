@@ -2,7 +2,7 @@
 folder, the lock file as the only authority on checksums, images the decoder refuses (all reported
 at once), a step killed mid-write, output permissions, and ground-truth paths leaving the dataset.
 
-Archives, lock and downloads run against the local HTTP server of test_download (127.0.0.1 only).
+Archives, lock and downloads run against the local HTTP server of tests/helpers.py (127.0.0.1 only).
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from instance_search.datasets.prepare import prepare
 from instance_search.datasets.sources import fetch_dataset
 from instance_search.errors import InstanceSearchError
 from instance_search.features.store import FeatureStore, build_store
-from test_download import FAST, _local, _sha, _zip, server  # noqa: F401  (server: the fixture)
-from test_instre import IMLIST, QIMLIST, write_gnd_mat
-from test_oxford import _gt, _jpeg
+from helpers import (FAST, INSTRE_IMLIST, INSTRE_QIMLIST, local_registry, sha256_hex, write_gnd_mat, write_jpeg,
+                     write_oxford_gt, zip_bytes)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/params.schema.json"
@@ -134,7 +133,7 @@ def test_any_link_member_is_refused_even_inside_the_folder(tmp_path, kind):
 # --- 2. the lock file is the authority ------------------------------------------------------------
 
 def _ukbench_zip() -> bytes:
-    return _zip({"full/ukbench00000.jpg": cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()})
+    return zip_bytes({"full/ukbench00000.jpg": cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()})
 
 
 def test_first_download_records_its_hash_and_says_to_commit_the_lock(server, tmp_path, caplog):  # noqa: F811
@@ -142,12 +141,12 @@ def test_first_download_records_its_hash_and_says_to_commit_the_lock(server, tmp
     server.serve("ukbench.zip", data)
     lock = tmp_path / "datasets.lock.json"
     with caplog.at_level(logging.INFO):
-        fetch_dataset("ukbench", tmp_path / "raw", lock, registry=_local("ukbench", server), **FAST)
-    assert json.loads(lock.read_text())["ukbench/ukbench.zip"]["sha256"] == _sha(data)
+        fetch_dataset("ukbench", tmp_path / "raw", lock, registry=local_registry("ukbench", server), **FAST)
+    assert json.loads(lock.read_text())["ukbench/ukbench.zip"]["sha256"] == sha256_hex(data)
     said = [r.getMessage() for r in caplog.records if "commit" in r.getMessage()]
     assert len(said) == 1 and f"{lock} changed" in said[0] and "ukbench/ukbench.zip" in said[0]
     caplog.clear()
-    fetch_dataset("ukbench", tmp_path / "raw", lock, registry=_local("ukbench", server), **FAST)
+    fetch_dataset("ukbench", tmp_path / "raw", lock, registry=local_registry("ukbench", server), **FAST)
     assert not [r for r in caplog.records if "commit" in r.getMessage()]  # unchanged lock: nothing to say
 
 
@@ -156,7 +155,7 @@ def test_frozen_lock_refuses_an_archive_it_has_no_hash_for(server, tmp_path):  #
     server.serve("ukbench.zip", data)
     raw, lock = tmp_path / "raw", tmp_path / "datasets.lock.json"
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("ukbench", raw, lock, registry=_local("ukbench", server), frozen=True, **FAST)
+        fetch_dataset("ukbench", raw, lock, registry=local_registry("ukbench", server), frozen=True, **FAST)
     msg = _one_line(exc)
     assert str(raw / "ukbench/ukbench.zip") in msg and "ukbench/ukbench.zip" in msg and "frozen" in msg
     assert dl.FROZEN_ENV in msg and "commit" in msg
@@ -165,12 +164,12 @@ def test_frozen_lock_refuses_an_archive_it_has_no_hash_for(server, tmp_path):  #
     (raw / "ukbench").mkdir(parents=True, exist_ok=True)
     (raw / "ukbench/ukbench.zip").write_bytes(data)  # a copy put there by hand is no more trusted
     with pytest.raises(InstanceSearchError, match="frozen"):
-        fetch_dataset("ukbench", raw, lock, registry=_local("ukbench", server), frozen=True, **FAST)
+        fetch_dataset("ukbench", raw, lock, registry=local_registry("ukbench", server), frozen=True, **FAST)
     assert not (raw / "ukbench/ukbench").exists()
 
-    dl.record_lock(lock, "ukbench/ukbench.zip", _sha(data), len(data))  # the committed lock vouches for it
+    dl.record_lock(lock, "ukbench/ukbench.zip", sha256_hex(data), len(data))  # the committed lock vouches for it
     (raw / "ukbench/ukbench.zip").unlink()
-    fetch_dataset("ukbench", raw, lock, registry=_local("ukbench", server), frozen=True, **FAST)
+    fetch_dataset("ukbench", raw, lock, registry=local_registry("ukbench", server), frozen=True, **FAST)
     assert (raw / "ukbench/ukbench/full/ukbench00000.jpg").exists()
 
 
@@ -247,9 +246,9 @@ def _jpeg_bytes(width=40, height=30, seed=0) -> bytes:
 def test_jpeg_with_bytes_after_its_end_marker_is_read_and_indexed(tmp_path):
     data = _jpeg_bytes()
     root = tmp_path / "ox"
-    _jpeg(root / "jpg" / "a_000001.jpg", 40, 30, seed=1)
+    write_jpeg(root / "jpg" / "a_000001.jpg", 40, 30, seed=1)
     (root / "jpg" / "a_000002.jpg").write_bytes(data + bytes(range(100)))  # as phones and editors leave them
-    _gt(root / "gt", "a_1", "a_000001 1 1 20 20", good=["a_000002"])
+    write_oxford_gt(root / "gt", "a_1", "a_000001 1 1 20 20", good=["a_000002"])
     assert iio.read_image(root / "jpg" / "a_000002.jpg").shape == (30, 40, 3)
     gnd = load_oxford("ox", root / "jpg", root / "gt")
     assert [im.name for im in gnd.images] == ["a_000001", "a_000002"] and gnd.queries[0].good == (1,)
@@ -293,9 +292,9 @@ def _dataset_with_bad_images(tmp_path: Path, n_bad: int) -> Path:
     """An Oxford-format dataset: 2 queries on 4 images, plus n_bad unreadable distractors."""
     root = tmp_path / "ox"
     for i, name in enumerate(["bridge_000001", "bridge_000002", "tower_000001", "tower_000002", "extra_000000"]):
-        _jpeg(root / "jpg" / f"{name}.jpg", 40, 30, seed=i)
-    _gt(root / "gt", "bridge_1", "bridge_000001 1 1 20 20", good=["bridge_000002"], junk=["extra_000001"])
-    _gt(root / "gt", "tower_1", "tower_000001 1 1 20 20", good=["tower_000002"])
+        write_jpeg(root / "jpg" / f"{name}.jpg", 40, 30, seed=i)
+    write_oxford_gt(root / "gt", "bridge_1", "bridge_000001 1 1 20 20", good=["bridge_000002"], junk=["extra_000001"])
+    write_oxford_gt(root / "gt", "tower_1", "tower_000001 1 1 20 20", good=["tower_000002"])
     data = _jpeg_bytes(64, 48)
     for i in range(1, n_bad + 1):
         path = root / "jpg" / f"extra_{i:06d}.jpg"
@@ -359,10 +358,10 @@ def test_skip_unreadable_never_drops_a_query_image_or_a_positive(tmp_path, victi
 
 def test_upper_case_extensions_are_images(tmp_path):
     root = tmp_path / "ox"
-    _jpeg(root / "jpg" / "a_000001.JPG", 40, 30, seed=1)
-    _jpeg(root / "jpg" / "a_000002.jpeg", 40, 30, seed=2)
+    write_jpeg(root / "jpg" / "a_000001.JPG", 40, 30, seed=1)
+    write_jpeg(root / "jpg" / "a_000002.jpeg", 40, 30, seed=2)
     (root / "jpg" / "a_000003.PNG").write_bytes(cv2.imencode(".png", np.zeros((30, 40, 3), np.uint8))[1].tobytes())
-    _gt(root / "gt", "a_1", "a_000001 1 1 20 20", good=["a_000002.JPEG", "a_000003"])
+    write_oxford_gt(root / "gt", "a_1", "a_000001 1 1 20 20", good=["a_000002.JPEG", "a_000003"])
     gnd = load_oxford("ox", root / "jpg", root / "gt")
     assert [im.path for im in gnd.images] == ["a_000001.JPG", "a_000002.jpeg", "a_000003.PNG"]
     assert gnd.queries[0].good == (1, 2)
@@ -501,7 +500,7 @@ def test_stale_unpacking_folders_are_swept(tmp_path):
     stale = tmp_path / ".gt_files_170407.x1y2.unpacking"
     (stale / "sub").mkdir(parents=True)
     archive = tmp_path / "gt_files_170407.zip"
-    archive.write_bytes(_zip({"all_souls_1_good.txt": b"a\n"}))
+    archive.write_bytes(zip_bytes({"all_souls_1_good.txt": b"a\n"}))
     dl.unpack(archive, tmp_path / "gt_files_170407")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt_files_170407", "gt_files_170407.zip"]
 
@@ -554,7 +553,7 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
         build_store(tmp_path / "features", 3, lambda i: (np.zeros((1, 2), np.float32), np.zeros((1, 4), np.float32)),
                     shard_size=2, config={})
         archive = tmp_path / "gt.zip"
-        archive.write_bytes(_zip({"a.txt": b"a\n"}))
+        archive.write_bytes(zip_bytes({"a.txt": b"a\n"}))
         dl.unpack(archive, tmp_path / "gt")
     finally:
         os.umask(old)
@@ -570,16 +569,16 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
 @pytest.fixture
 def instre(tmp_path):
     root = tmp_path / "instre"
-    for i, rel in enumerate(IMLIST + QIMLIST):
-        _jpeg(root / rel, 40, 30, seed=i)
-    _jpeg(tmp_path / "outside" / "x.jpg", 40, 30, seed=9)  # a real image outside: it must still be refused
+    for i, rel in enumerate(INSTRE_IMLIST + INSTRE_QIMLIST):
+        write_jpeg(root / rel, 40, 30, seed=i)
+    write_jpeg(tmp_path / "outside" / "x.jpg", 40, 30, seed=9)  # a real image outside: it must still be refused
     return root
 
 
 @pytest.mark.parametrize("where", ["imlist relative", "imlist absolute", "qimlist relative"])
 def test_instre_paths_outside_the_dataset_are_refused(instre, tmp_path, where):
     outside = str(tmp_path / "outside" / "x.jpg") if "absolute" in where else "../outside/x.jpg"
-    imlist, qimlist = list(IMLIST), list(QIMLIST)
+    imlist, qimlist = list(INSTRE_IMLIST), list(INSTRE_QIMLIST)
     (imlist if where.startswith("imlist") else qimlist)[1] = outside
     write_gnd_mat(instre / "gnd_instre.mat", imlist=imlist, qimlist=qimlist)
     with pytest.raises(InstanceSearchError) as exc:

@@ -11,7 +11,6 @@ import collections
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import io
 import json
 import os
@@ -21,158 +20,20 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
-import zipfile
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from instance_search import download as dl
-from instance_search.datasets import sources
 from instance_search.datasets.sources import DATASETS, fetch_dataset
 from instance_search.errors import InstanceSearchError
+from helpers import FAST, local_registry, random_jpeg, sha256_hex, tgz_bytes, zip_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = {"attempts": 3, "base_delay": 0.01, "timeout": 5.0}
-
-
-# --- a local HTTP server with Range support and failure modes -----------------------------------
-
-class _State:
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.modes: dict[str, set[str]] = {}  # 404 | drop_once | ignore_range | no_length
-        self.requests: list[tuple[str, str | None]] = []
-        self.lock = threading.Lock()
-
-    def serve(self, filename: str, data: bytes, *, official: set[str] = frozenset(), mirror: set[str] | None = None):
-        self.files[f"/official/{filename}"] = data
-        self.files[f"/mirror/{filename}"] = data
-        self.modes[f"/official/{filename}"] = set(official)
-        self.modes[f"/mirror/{filename}"] = set(official if mirror is None else mirror)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # keep pytest's output clean
-        pass
-
-    def do_GET(self):
-        state: _State = self.server.state
-        rng = self.headers.get("Range")
-        with state.lock:
-            state.requests.append((self.path, rng))
-            body = state.files.get(self.path)
-            modes = state.modes.get(self.path, set())
-            drop = "drop_once" in modes
-            modes.discard("drop_once")
-        if body is None or "404" in modes:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start = 0
-        if rng and "ignore_range" not in modes:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        data = body[start:]
-        self.send_header("ETag", '"v1"')
-        if "no_length" in modes:  # body ends when the connection closes
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        else:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if drop:  # half the body, then hang up
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(data)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # a client hanging up on purpose is not news
-        pass
-
-
-@contextlib.contextmanager
-def serving():
-    """The test HTTP server on 127.0.0.1 (any free port) in a thread; yields its state, base address set."""
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.state = _State()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    httpd.state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    with serving() as state:
-        yield state
-
-
-def _local(name: str, state: _State, **overrides) -> dict[str, sources.Dataset]:
-    """The real registry entry of ``name`` (and what it requires), its addresses moved to the local
-    server (official, then mirror) and its size estimates set to the bytes actually served."""
-
-    def move(a: sources.Archive | None) -> sources.Archive | None:
-        if a is None:
-            return None
-        size = len(state.files.get(f"/official/{a.filename}", b"x"))
-        return dataclasses.replace(a, urls=(f"{state.base}/official/{a.filename}", f"{state.base}/mirror/{a.filename}"),
-                                   est_bytes=size, fallback=move(a.fallback))
-
-    names = [name, *DATASETS[name].requires]
-    return {n: dataclasses.replace(DATASETS[n], archives=tuple(move(a) for a in DATASETS[n].archives), **overrides)
-            for n in names}
 
 
 # --- archives in each dataset's real layout -----------------------------------------------------
-
-def _jpeg(seed: int, side: int = 48) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", pixels)[1].tobytes()
-
-
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in sorted(members.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 1_300_000_000, 0o644
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in sorted(members.items()):
-            zf.writestr(zipfile.ZipInfo(name, date_time=(2006, 1, 1, 0, 0, 0)), data)
-    return buf.getvalue()
-
 
 def _rar4(members: dict[str, bytes], method: int = 0x30) -> bytes:
     """A RAR 4 archive of stored members (method 0x30), written out by the format's block layout."""
@@ -190,14 +51,10 @@ def _rar4(members: dict[str, bytes], method: int = 0x30) -> bytes:
     return b"".join(out)
 
 
-OX_IMAGES = {f"{n}.jpg": _jpeg(i) for i, n in enumerate(
+OX_IMAGES = {f"{n}.jpg": random_jpeg(i) for i, n in enumerate(
     ["all_souls_000013", "all_souls_000026", "ashmolean_000000", "balliol_000051", "christ_church_000179"])}
 OX_GT = {"all_souls_1_query.txt": b"oxc1_all_souls_000013 136.5 34.1 648.5 955.7\n",
          "all_souls_1_good.txt": b"all_souls_000026\n", "all_souls_1_ok.txt": b"", "all_souls_1_junk.txt": b""}
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -216,8 +73,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture
 def oxford(server):
-    server.serve("oxbuild_images-v1.tgz", _tgz(OX_IMAGES))
-    server.serve("gt_files_170407.tgz", _tgz(OX_GT))
+    server.serve("oxbuild_images-v1.tgz", tgz_bytes(OX_IMAGES))
+    server.serve("gt_files_170407.tgz", tgz_bytes(OX_GT))
     return server
 
 
@@ -225,7 +82,7 @@ def oxford(server):
 
 def test_complete_download_unpacks_records_and_second_run_is_offline(oxford, tmp_path):
     raw, lock = tmp_path / "raw", tmp_path / "datasets.lock.json"
-    manifest = fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
+    manifest = fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
 
     assert _snapshot(raw / "oxford5k" / "oxbuild_images-v1") == {**OX_IMAGES, ".unpacked.json": (
         raw / "oxford5k/oxbuild_images-v1/.unpacked.json").read_bytes()}
@@ -233,26 +90,26 @@ def test_complete_download_unpacks_records_and_second_run_is_offline(oxford, tmp
     images = oxford.files["/official/oxbuild_images-v1.tgz"]
     recorded = json.loads(lock.read_text())
     assert list(recorded) == sorted(recorded) == ["oxford5k/gt_files_170407.tgz", "oxford5k/oxbuild_images-v1.tgz"]
-    assert recorded["oxford5k/oxbuild_images-v1.tgz"] == {"sha256": _sha(images), "bytes": len(images)}
+    assert recorded["oxford5k/oxbuild_images-v1.tgz"] == {"sha256": sha256_hex(images), "bytes": len(images)}
     assert json.loads((raw / "oxford5k/manifest.json").read_text()) == manifest
     assert [a["folder"] for a in manifest["archives"]] == ["oxbuild_images-v1", "gt_files_170407"]
     assert not list((raw / "oxford5k").glob("*.part*"))
 
     seen, dated = len(oxford.requests), (raw / "oxford5k/manifest.json").stat().st_mtime_ns
-    fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
+    fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
     assert len(oxford.requests) == seen  # everything present and verified: no network
     assert json.loads(lock.read_text()) == recorded
     assert (raw / "oxford5k/manifest.json").stat().st_mtime_ns == dated  # nothing rewritten
 
 
 def test_resume_after_the_server_drops_the_connection(server, tmp_path):
-    paris = {f"paris/defense/paris_defense_{i:06d}.jpg": _jpeg(i, 96) for i in range(6)}
-    data = _tgz(paris)
+    paris = {f"paris/defense/paris_defense_{i:06d}.jpg": random_jpeg(i, 96) for i in range(6)}
+    data = tgz_bytes(paris)
     server.serve("paris_1-v1.tgz", data, official={"drop_once"})
-    server.serve("paris_2-v1.tgz", _tgz({"paris/eiffel/paris_eiffel_000000.jpg": _jpeg(99)}))
-    server.serve("paris_120310.tgz", _tgz({"defense_1_query.txt": b"paris_defense_000000 1 2 3 4\n"}))
+    server.serve("paris_2-v1.tgz", tgz_bytes({"paris/eiffel/paris_eiffel_000000.jpg": random_jpeg(99)}))
+    server.serve("paris_120310.tgz", tgz_bytes({"defense_1_query.txt": b"paris_defense_000000 1 2 3 4\n"}))
     raw = tmp_path / "raw"
-    fetch_dataset("paris6k", raw, tmp_path / "lock.json", registry=_local("paris6k", server), **FAST)
+    fetch_dataset("paris6k", raw, tmp_path / "lock.json", registry=local_registry("paris6k", server), **FAST)
 
     ranges = [r for p, r in server.requests if p == "/official/paris_1-v1.tgz"]
     assert ranges[0] is None and ranges[1] == f"bytes={len(data) // 2}-"  # resumed where it broke off
@@ -262,13 +119,13 @@ def test_resume_after_the_server_drops_the_connection(server, tmp_path):
 
 
 def test_server_ignoring_range_restarts_the_file(server, tmp_path):
-    data = _zip({f"full/ukbench{i:05d}.jpg": _jpeg(i, 96) for i in range(8)})
+    data = zip_bytes({f"full/ukbench{i:05d}.jpg": random_jpeg(i, 96) for i in range(8)})
     server.serve("ukbench.zip", data, official={"drop_once", "ignore_range"})
     raw = tmp_path / "raw"
-    fetch_dataset("ukbench", raw, tmp_path / "lock.json", registry=_local("ukbench", server), **FAST)
+    fetch_dataset("ukbench", raw, tmp_path / "lock.json", registry=local_registry("ukbench", server), **FAST)
     assert [r for p, r in server.requests][1] == f"bytes={len(data) // 2}-"
     assert (raw / "ukbench/ukbench.zip").read_bytes() == data  # not half + whole
-    assert (raw / "ukbench/ukbench/full/ukbench00007.jpg").read_bytes() == _jpeg(7, 96)
+    assert (raw / "ukbench/ukbench/full/ukbench00007.jpg").read_bytes() == random_jpeg(7, 96)
 
 
 def test_a_part_from_an_earlier_run_is_resumed(oxford, tmp_path):
@@ -279,7 +136,7 @@ def test_a_part_from_an_earlier_run_is_resumed(oxford, tmp_path):
     (tmp_path / "oxbuild_images-v1.tgz.part.json").write_text(json.dumps({"url": url}))
     sha = dl.download([url], dest, **FAST)
     assert oxford.requests == [("/official/oxbuild_images-v1.tgz", "bytes=1000-")]
-    assert dest.read_bytes() == data and sha == _sha(data)
+    assert dest.read_bytes() == data and sha == sha256_hex(data)
 
 
 # --- mirrors and 404 ----------------------------------------------------------------------------
@@ -288,21 +145,21 @@ def test_404_on_the_official_address_uses_the_mirror(server, tmp_path):
     gnd = pickle.dumps({"imlist": ["all_souls_000026"], "qimlist": ["all_souls_000013"],
                         "gnd": [{"bbx": [136.5, 34.1, 648.5, 955.7], "easy": [0], "hard": [], "junk": []}]})
     server.serve("gnd_roxford5k.pkl", gnd, official={"404"}, mirror=set())
-    server.serve("oxbuild_images-v1.tgz", _tgz(OX_IMAGES))
-    server.serve("gt_files_170407.tgz", _tgz(OX_GT))
+    server.serve("oxbuild_images-v1.tgz", tgz_bytes(OX_IMAGES))
+    server.serve("gt_files_170407.tgz", tgz_bytes(OX_GT))
     raw = tmp_path / "raw"
-    fetch_dataset("roxford5k", raw, tmp_path / "lock.json", registry=_local("roxford5k", server), **FAST)
+    fetch_dataset("roxford5k", raw, tmp_path / "lock.json", registry=local_registry("roxford5k", server), **FAST)
     assert ("/official/gnd_roxford5k.pkl", None) in server.requests
     assert (raw / "roxford5k/gnd_roxford5k.pkl").read_bytes() == gnd  # a pickle is kept as it is
     assert (raw / "oxford5k/oxbuild_images-v1/ashmolean_000000.jpg").exists()  # its images: oxford5k's
 
 
 def test_404_everywhere_names_the_addresses_and_the_manual_path(server, tmp_path):
-    data = _zip({"full/ukbench00000.jpg": _jpeg(0)})
+    data = zip_bytes({"full/ukbench00000.jpg": random_jpeg(0)})
     server.serve("ukbench.zip", data, official={"404"})
     raw, lock = tmp_path / "raw", tmp_path / "lock.json"
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("ukbench", raw, lock, registry=_local("ukbench", server), **FAST)
+        fetch_dataset("ukbench", raw, lock, registry=local_registry("ukbench", server), **FAST)
     msg = _one_line(exc)
     for where in ("official", "mirror"):
         assert f"{server.base}/{where}/ukbench.zip: HTTP 404" in msg
@@ -311,10 +168,10 @@ def test_404_everywhere_names_the_addresses_and_the_manual_path(server, tmp_path
 
     (raw / "ukbench/ukbench.zip").write_bytes(data)  # a manually obtained copy, put where the message said
     seen = len(server.requests)
-    fetch_dataset("ukbench", raw, lock, registry=_local("ukbench", server), **FAST)
+    fetch_dataset("ukbench", raw, lock, registry=local_registry("ukbench", server), **FAST)
     assert len(server.requests) == seen
-    assert (raw / "ukbench/ukbench/full/ukbench00000.jpg").read_bytes() == _jpeg(0)
-    assert json.loads(lock.read_text())["ukbench/ukbench.zip"]["sha256"] == _sha(data)
+    assert (raw / "ukbench/ukbench/full/ukbench00000.jpg").read_bytes() == random_jpeg(0)
+    assert json.loads(lock.read_text())["ukbench/ukbench.zip"]["sha256"] == sha256_hex(data)
 
 
 def test_a_host_that_is_down_is_retried_then_reported(tmp_path):
@@ -332,7 +189,7 @@ def test_a_host_that_is_down_is_retried_then_reported(tmp_path):
 
 def test_wrong_checksum_is_an_error_and_earlier_data_stays(oxford, tmp_path):
     raw, lock = tmp_path / "raw", tmp_path / "lock.json"
-    fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
+    fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
     before = _snapshot(raw / "oxford5k")
     good = json.loads(lock.read_text())["oxford5k/oxbuild_images-v1.tgz"]["sha256"]
 
@@ -343,7 +200,7 @@ def test_wrong_checksum_is_an_error_and_earlier_data_stays(oxford, tmp_path):
     (raw / "oxford5k/oxbuild_images-v1.tgz").unlink()
     before.pop("oxbuild_images-v1.tgz")
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
+        fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
     msg = _one_line(exc)
     assert str(raw / "oxford5k/oxbuild_images-v1.tgz") in msg and str(lock) in msg
     assert "0" * 64 in msg and good in msg and "delete" in msg
@@ -352,11 +209,11 @@ def test_wrong_checksum_is_an_error_and_earlier_data_stays(oxford, tmp_path):
 
 def test_a_present_file_that_differs_from_the_lock_is_refused_offline(oxford, tmp_path):
     raw, lock = tmp_path / "raw", tmp_path / "lock.json"
-    fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
-    (raw / "oxford5k/gt_files_170407.tgz").write_bytes(_tgz({"tampered.txt": b"x"}))
+    fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
+    (raw / "oxford5k/gt_files_170407.tgz").write_bytes(tgz_bytes({"tampered.txt": b"x"}))
     before, seen = _snapshot(raw / "oxford5k"), len(oxford.requests)
     with pytest.raises(InstanceSearchError, match="does not match"):
-        fetch_dataset("oxford5k", raw, lock, registry=_local("oxford5k", oxford), **FAST)
+        fetch_dataset("oxford5k", raw, lock, registry=local_registry("oxford5k", oxford), **FAST)
     assert len(oxford.requests) == seen and _snapshot(raw / "oxford5k") == before
 
 
@@ -372,17 +229,17 @@ def test_unreadable_lock_file_is_one_line(tmp_path):
 
 def test_truncated_archive_leaves_no_half_folder_and_earlier_data(oxford, tmp_path):
     raw = tmp_path / "raw"
-    fetch_dataset("oxford5k", raw, tmp_path / "lock.json", registry=_local("oxford5k", oxford), **FAST)
+    fetch_dataset("oxford5k", raw, tmp_path / "lock.json", registry=local_registry("oxford5k", oxford), **FAST)
     folder = raw / "oxford5k/oxbuild_images-v1"
     before = _snapshot(folder)
 
     # A fresh checkout (no lock entry yet) meets a server that serves a truncated archive.
     (raw / "oxford5k/oxbuild_images-v1.tgz").unlink()
-    bigger = _tgz({**OX_IMAGES, **{f"new_{i}.jpg": _jpeg(100 + i) for i in range(5)}})
+    bigger = tgz_bytes({**OX_IMAGES, **{f"new_{i}.jpg": random_jpeg(100 + i) for i in range(5)}})
     oxford.serve("oxbuild_images-v1.tgz", bigger[: len(bigger) * 2 // 3])
     lock2 = tmp_path / "fresh.lock.json"
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("oxford5k", raw, lock2, registry=_local("oxford5k", oxford), **FAST)
+        fetch_dataset("oxford5k", raw, lock2, registry=local_registry("oxford5k", oxford), **FAST)
     msg = _one_line(exc)
     assert "corrupt or truncated archive" in msg and str(raw / "oxford5k/oxbuild_images-v1.tgz") in msg
     assert f"{folder} was left as it was" in msg
@@ -392,7 +249,7 @@ def test_truncated_archive_leaves_no_half_folder_and_earlier_data(oxford, tmp_pa
 
 def test_archive_member_escaping_the_folder_is_refused(tmp_path):
     archive = tmp_path / "gt_files_170407.tgz"
-    archive.write_bytes(_tgz({"all_souls_1_good.txt": b"a\n", "../../evil.txt": b"x"}))
+    archive.write_bytes(tgz_bytes({"all_souls_1_good.txt": b"a\n", "../../evil.txt": b"x"}))
     with pytest.raises(InstanceSearchError) as exc:
         dl.unpack(archive, tmp_path / "out" / "gt_files_170407")
     assert "would land outside" in _one_line(exc)
@@ -415,7 +272,7 @@ def test_archive_link_escaping_the_folder_is_refused(tmp_path):
 
 def test_corrupt_zip_is_one_line(tmp_path):
     archive = tmp_path / "ukbench.zip"
-    archive.write_bytes(_zip({"full/ukbench00000.jpg": _jpeg(0)})[:-30])
+    archive.write_bytes(zip_bytes({"full/ukbench00000.jpg": random_jpeg(0)})[:-30])
     with pytest.raises(InstanceSearchError, match="corrupt or truncated archive"):
         dl.unpack(archive, tmp_path / "ukbench")
     assert list(tmp_path.iterdir()) == [archive]
@@ -423,9 +280,9 @@ def test_corrupt_zip_is_one_line(tmp_path):
 
 # --- rar: INSTRE's other release ----------------------------------------------------------------
 
-INSTRE_RAR = {"INSTRE_release/INSTRE-S1/01a_canada_book/001.jpg": _jpeg(1),
+INSTRE_RAR = {"INSTRE_release/INSTRE-S1/01a_canada_book/001.jpg": random_jpeg(1),
               "INSTRE_release/INSTRE-S1/01a_canada_book/001.txt": b"10 20 30 40\n",
-              "INSTRE_release/INSTRE-M/01_book_and_cup/001.jpg": _jpeg(2)}
+              "INSTRE_release/INSTRE-M/01_book_and_cup/001.jpg": random_jpeg(2)}
 
 
 def test_instre_falls_back_to_the_authors_rar(server, tmp_path):
@@ -434,16 +291,16 @@ def test_instre_falls_back_to_the_authors_rar(server, tmp_path):
     server.serve("INSTRE_release.rar", _rar4(INSTRE_RAR))
     server.serve("gnd_instre.mat", b"MATLAB 5.0 MAT-file, fake for the test")
     raw, lock = tmp_path / "raw", tmp_path / "lock.json"
-    manifest = fetch_dataset("instre", raw, lock, registry=_local("instre", server), **FAST)
+    manifest = fetch_dataset("instre", raw, lock, registry=local_registry("instre", server), **FAST)
     # The rar's INSTRE_release/ is dropped so both releases give instre/INSTRE-S1/...
-    assert (raw / "instre/instre/INSTRE-S1/01a_canada_book/001.jpg").read_bytes() == _jpeg(1)
-    assert (raw / "instre/instre/INSTRE-M/01_book_and_cup/001.jpg").read_bytes() == _jpeg(2)
+    assert (raw / "instre/instre/INSTRE-S1/01a_canada_book/001.jpg").read_bytes() == random_jpeg(1)
+    assert (raw / "instre/instre/INSTRE-M/01_book_and_cup/001.jpg").read_bytes() == random_jpeg(2)
     assert (raw / "instre/gnd_instre.mat").exists()
     assert [a["filename"] for a in manifest["archives"]] == ["INSTRE_release.rar", "gnd_instre.mat"]
     assert set(dl.read_lock(lock)) == {"instre/INSTRE_release.rar", "instre/gnd_instre.mat"}
 
     seen = len(server.requests)  # the rar copy is used again without trying the tar.gz
-    fetch_dataset("instre", raw, lock, registry=_local("instre", server), **FAST)
+    fetch_dataset("instre", raw, lock, registry=local_registry("instre", server), **FAST)
     assert len(server.requests) == seen
 
 
@@ -452,7 +309,7 @@ def test_instre_both_releases_missing_names_both_manual_paths(server, tmp_path):
     server.serve("INSTRE_release.rar", b"", official={"404"})
     raw = tmp_path / "raw"
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("instre", raw, tmp_path / "lock.json", registry=_local("instre", server), **FAST)
+        fetch_dataset("instre", raw, tmp_path / "lock.json", registry=local_registry("instre", server), **FAST)
     msg = _one_line(exc)
     assert str(raw / "instre/instre.tar.gz") in msg and str(raw / "instre/INSTRE_release.rar") in msg
     assert "/mirror/INSTRE_release.rar: HTTP 404" in msg
@@ -490,11 +347,11 @@ def tiny_disk(tmp_path):
 
 
 def test_disk_check_before_the_first_byte(server, tiny_disk):
-    big = _zip({f"full/ukbench{i:05d}.jpg": os.urandom(40_000) for i in range(5)})  # ~200 KB
+    big = zip_bytes({f"full/ukbench{i:05d}.jpg": os.urandom(40_000) for i in range(5)})  # ~200 KB
     server.serve("ukbench.zip", big)
     raw = tiny_disk / "raw"
     with pytest.raises(InstanceSearchError) as exc:
-        fetch_dataset("ukbench", raw, tiny_disk / "lock.json", registry=_local("ukbench", server), **FAST)
+        fetch_dataset("ukbench", raw, tiny_disk / "lock.json", registry=local_registry("ukbench", server), **FAST)
     msg = _one_line(exc)
     assert "not enough disk space" in msg and str(raw / "ukbench") in msg
     assert server.requests == []  # refused on the estimate, before any request
@@ -516,7 +373,7 @@ def test_disk_full_while_writing_and_unpacking(server, tiny_disk):
     (tiny_disk / "raw/paris6k/paris_1-v1.tgz.part").unlink()  # kept for a resume; make room for the next case
 
     # A small archive whose members do not fit once unpacked.
-    zeros = _tgz({f"all_souls_{i:06d}.jpg": bytes(60_000) for i in range(5)})
+    zeros = tgz_bytes({f"all_souls_{i:06d}.jpg": bytes(60_000) for i in range(5)})
     archive = tiny_disk / "raw/oxford5k/gt_files_170407.tgz"
     archive.write_bytes(zeros)
     with pytest.raises(InstanceSearchError) as exc:

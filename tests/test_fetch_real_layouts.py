@@ -61,9 +61,8 @@ from instance_search.datasets import sources
 from instance_search.datasets.fetch import fetch
 from instance_search.datasets.paris import CORRUPT
 from instance_search.datasets.prepare import prepare
-from test_download import _local, _State, _tgz, _zip, serving
-from test_download_ftp import _Handler as _FTPHandler
-from test_realdata_gt import _assert_boxes_inside, _jpeg, _need, _revisited_names
+from helpers import (RecordingFTPHandler, ServerState, assert_boxes_inside, black_jpeg, local_registry,
+                     need_real_gt, revisited_names, serving, tgz_bytes, zip_bytes)
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = yaml.safe_load((REPO / "params-full.yaml").read_text())
@@ -79,12 +78,12 @@ READS_REAL_GT = {"oxford5k", "paris6k", "roxford5k", "rparis6k", "instre"}  # ma
 
 @functools.cache
 def _small() -> bytes:
-    return _jpeg(8)
+    return black_jpeg(8)
 
 
 @functools.cache
 def _big(side: int) -> bytes:
-    return _jpeg(side)
+    return black_jpeg(side)
 
 
 def _images(names, queries: set[str], side: int) -> dict[str, bytes]:
@@ -92,38 +91,38 @@ def _images(names, queries: set[str], side: int) -> dict[str, bytes]:
 
 
 def _oxford5k() -> dict[str, bytes]:
-    gt = _need("oxford5k")
-    imlist, qimlist = _revisited_names("roxford5k")
+    gt = need_real_gt("oxford5k")
+    imlist, qimlist = revisited_names("roxford5k")
     lists = {p.name: p.read_bytes() for p in sorted(gt.glob("*.txt"))}
     queries = {data.split()[0].decode().removeprefix("oxc1_") for n, data in lists.items() if n.endswith("_query.txt")}
     names = [f"{n}.jpg" for n in imlist + qimlist]
-    return {"oxbuild_images-v1.tgz": _tgz(_images(names, {f"{n}.jpg" for n in queries | set(qimlist)}, 1024)),
-            "gt_files_170407.tgz": _tgz(lists)}
+    return {"oxbuild_images-v1.tgz": tgz_bytes(_images(names, {f"{n}.jpg" for n in queries | set(qimlist)}, 1024)),
+            "gt_files_170407.tgz": tgz_bytes(lists)}
 
 
 def _paris6k() -> dict[str, bytes]:
-    imlist, qimlist = _revisited_names("rparis6k")
+    imlist, qimlist = revisited_names("rparis6k")
     path = lambda n: f"paris/{n.split('_')[1]}/{n}.jpg"  # noqa: E731  (paris_<landmark>_NNNNNN)
     members = _images([path(n) for n in imlist + qimlist], {path(n) for n in qimlist}, 1024)
     members.update({path(n): b"<html><body>404 Not Found</body></html>\n" for n in CORRUPT})
     landmarks = sorted({m.split("/")[1] for m in members})
     first = set(landmarks[: len(landmarks) // 2])
-    return {"paris_1-v1.tgz": _tgz({m: d for m, d in members.items() if m.split("/")[1] in first}),
-            "paris_2-v1.tgz": _tgz({m: d for m, d in members.items() if m.split("/")[1] not in first}),
-            "paris_120310.tgz": _tgz({"PLACEHOLDER_no_real_lists.txt": b"the real lists are not available\n"})}
+    return {"paris_1-v1.tgz": tgz_bytes({m: d for m, d in members.items() if m.split("/")[1] in first}),
+            "paris_2-v1.tgz": tgz_bytes({m: d for m, d in members.items() if m.split("/")[1] not in first}),
+            "paris_120310.tgz": tgz_bytes({"PLACEHOLDER_no_real_lists.txt": b"the real lists are not available\n"})}
 
 
 def _revisited(ds: str) -> dict[str, bytes]:
-    return {f"gnd_{ds}.pkl": _need(ds, f"gnd_{ds}.pkl").read_bytes()}
+    return {f"gnd_{ds}.pkl": need_real_gt(ds, f"gnd_{ds}.pkl").read_bytes()}
 
 
 def _instre() -> dict[str, bytes]:
     import scipy.io
 
-    mat = _need("instre", "gnd_instre.mat")
+    mat = need_real_gt("instre", "gnd_instre.mat")
     data = scipy.io.loadmat(str(mat), simplify_cells=True)
     images = _images(list(data["imlist"]) + list(data["qimlist"]), set(data["qimlist"]), 1000)
-    return {"instre.tar.gz": _tgz(images), "gnd_instre.mat": mat.read_bytes()}
+    return {"instre.tar.gz": tgz_bytes(images), "gnd_instre.mat": mat.read_bytes()}
 
 
 SCULPTURES = {half: {"images": [f"{half}_{sculptor}_{k:04d}" for sculptor in ("moore", "rodin") for k in range(6)],
@@ -141,12 +140,13 @@ def _sculptures6k() -> dict[str, bytes]:
         for q, good, junk in v["queries"]:
             lines += [f"{q}.jpg", "12 30 700 1000", good, junk]
     lines.append("")  # the file ends with a newline (the last query's ignore line is empty)
-    return {"sculptures6k.tar.gz": _tgz(images),
-            "sculptures6k_gt.tar.gz": _tgz({"sculptures6k_evaluation/sculptures6k_gt.txt": "\n".join(lines).encode()})}
+    return {"sculptures6k.tar.gz": tgz_bytes(images),
+            "sculptures6k_gt.tar.gz": tgz_bytes({"sculptures6k_evaluation/sculptures6k_gt.txt":
+                                                 "\n".join(lines).encode()})}
 
 
 def _ukbench() -> dict[str, bytes]:
-    return {"ukbench.zip": _zip({f"full/ukbench{i:05d}.jpg": _small() for i in range(10200)})}
+    return {"ukbench.zip": zip_bytes({f"full/ukbench{i:05d}.jpg": _small() for i in range(10200)})}
 
 
 BUILDERS = {"oxford5k": _oxford5k, "paris6k": _paris6k, "roxford5k": lambda: _revisited("roxford5k"),
@@ -174,8 +174,8 @@ def ftp(tmp_path_factory):
     root = tmp_path_factory.mktemp("ftproot")
     authorizer = DummyAuthorizer()
     authorizer.add_anonymous(str(root))
-    handler = type("Handler", (_FTPHandler,), {"authorizer": authorizer, "truncate_once": {}, "seen": [],
-                                               "refuse_rest": False})
+    handler = type("Handler", (RecordingFTPHandler,), {"authorizer": authorizer, "truncate_once": {}, "seen": [],
+                                                         "refuse_rest": False})
     srv, stop = FTPServer(("127.0.0.1", 0), handler), threading.Event()
 
     def loop():  # non-blocking rounds, so that the loop ends before its sockets are closed
@@ -199,7 +199,7 @@ def workspace(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)  # ~50,000 files: not left for pytest to sweep at a later start
 
 
-def _serve(ds: str, http: _State, ftp, lock: Path, monkeypatch) -> None:
+def _serve(ds: str, http: ServerState, ftp, lock: Path, monkeypatch) -> None:
     """Serve ``ds``'s archives (and those it requires), lock their sha256 and point the registry there."""
     for name in (ds, *sources.DATASETS[ds].requires):
         for filename, data in _archives(name).items():
@@ -210,7 +210,7 @@ def _serve(ds: str, http: _State, ftp, lock: Path, monkeypatch) -> None:
                 http.serve(filename, data)
             dl.record_lock(lock, f"{name}/{filename}", hashlib.sha256(data).hexdigest(), len(data),
                            mutex_dir=lock.parent)
-    moved = _local(ds, http)  # every address on the local HTTP server (official, then mirror)
+    moved = local_registry(ds, http)  # every address on the local HTTP server (official, then mirror)
     for name, entry in moved.items():
         if name in FTP_DATASETS:  # its ftp addresses on the FTP server; the https ones answer 404
             real = sources.DATASETS[name].archives
@@ -276,7 +276,7 @@ def test_full_fetch_and_prepare_on_real_layouts(ds, http, ftp, workspace, monkey
     assert {k: counts[k] for k in expect} == expect
     if cfg["format"] in ("oxford", "paris", "revisited", "instre", "sculptures"):
         assert all(q.box is not None for q in gnd.queries)
-        _assert_boxes_inside(gnd)
+        assert_boxes_inside(gnd)
     assert json.loads((workspace["gnd"] / f"{ds}.json").read_text())
 
     if ds == "rparis6k":  # paris6k's images as its two archives unpacked: 6,412 files, the 20 corrupt among them

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import yaml
 
@@ -17,21 +15,9 @@ from instance_search import groundtruth
 from instance_search.datasets.oxford import load_oxford
 from instance_search.datasets.prepare import prepare
 from instance_search.errors import InstanceSearchError
+from helpers import write_jpeg, write_oxford_gt
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _jpeg(path: Path, width: int, height: int, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    path.write_bytes(cv2.imencode(".jpg", pixels)[1].tobytes())
-
-
-def _gt(gt: Path, query: str, line: str, good=(), ok=(), junk=()) -> None:
-    gt.mkdir(parents=True, exist_ok=True)
-    (gt / f"{query}_query.txt").write_text(line + "\n")
-    for kind, names in (("good", good), ("ok", ok), ("junk", junk)):
-        (gt / f"{query}_{kind}.txt").write_text("".join(n + "\n" for n in names))
 
 
 @pytest.fixture
@@ -39,10 +25,10 @@ def oxford(tmp_path) -> Path:
     """Flat Oxford layout: 5 images, two queries with the oxc1_ prefix, lists written unsorted."""
     root = tmp_path / "ox"
     for i, name in enumerate(["bridge_000002", "bridge_000001", "tower_000001", "tower_000002", "random_000001"]):
-        _jpeg(root / "jpg" / f"{name}.jpg", 40 + 8 * i, 30, seed=i)
-    _gt(root / "gt", "bridge_1", "oxc1_bridge_000001 2.5 3 30.25 20", good=["bridge_000002", "bridge_000001"],
+        write_jpeg(root / "jpg" / f"{name}.jpg", 40 + 8 * i, 30, seed=i)
+    write_oxford_gt(root / "gt", "bridge_1", "oxc1_bridge_000001 2.5 3 30.25 20", good=["bridge_000002", "bridge_000001"],
         junk=["random_000001"])
-    _gt(root / "gt", "tower_1", "oxc1_tower_000002 0 0 64 30", good=["tower_000002"], ok=["tower_000001"])
+    write_oxford_gt(root / "gt", "tower_1", "oxc1_tower_000002 0 0 64 30", good=["tower_000002"], ok=["tower_000001"])
     return root
 
 
@@ -73,10 +59,10 @@ def test_paris_layout_with_subfolders_and_skip_list(tmp_path, caplog):
     root = tmp_path / "paris"
     for landmark in ("louvre", "eiffel"):
         for i in (1, 2):
-            _jpeg(root / "jpg" / landmark / f"paris_{landmark}_00000{i}.jpg", 32, 24, seed=i)
+            write_jpeg(root / "jpg" / landmark / f"paris_{landmark}_00000{i}.jpg", 32, 24, seed=i)
     corrupt = root / "jpg" / "louvre" / "paris_louvre_000136.jpg"
     corrupt.write_text("<html>not an image</html>")  # as the real Paris archive has
-    _gt(root / "gt", "louvre_1", "paris_louvre_000001 1 1 20 20",
+    write_oxford_gt(root / "gt", "louvre_1", "paris_louvre_000001 1 1 20 20",
         good=["paris_louvre_000002", "paris_louvre_000136"], junk=["paris_eiffel_000001"])
     with caplog.at_level(logging.INFO):
         gnd = _load(root, skip=["paris_louvre_000136"])
@@ -183,7 +169,7 @@ def test_prepare_checks_the_counts_of_every_format(tmp_path):
     """params datasets.<name>.expect reaches the loader; UKBench's is checked by prepare itself."""
     jpg = tmp_path / "uk" / "jpg"
     for i in range(8):
-        _jpeg(jpg / f"ukbench{i:05d}.jpg", 32, 24, seed=i)
+        write_jpeg(jpg / f"ukbench{i:05d}.jpg", 32, 24, seed=i)
     (tmp_path / "uk" / "groundtruth.csv").write_text(
         "image,object\n" + "".join(f"ukbench{i:05d}.jpg,{i // 4}\n" for i in range(8)))
     cfg = {"format": "ukbench", "images": str(jpg), "groundtruth": str(tmp_path / "uk" / "groundtruth.csv")}

@@ -11,7 +11,7 @@ from instance_search import groundtruth
 from instance_search.datasets.paris import CORRUPT, load_paris
 from instance_search.datasets.prepare import prepare
 from instance_search.errors import InstanceSearchError
-from test_oxford import _gt, _jpeg  # the Oxford-format fixture writers
+from helpers import write_jpeg, write_oxford_gt  # the Oxford-format fixture writers
 
 
 @pytest.fixture
@@ -21,13 +21,13 @@ def paris(tmp_path):
     root = tmp_path / "paris"
     for landmark in ("louvre", "triomphe"):
         for i in (1, 2, 3):
-            _jpeg(root / "images" / "paris" / landmark / f"paris_{landmark}_00000{i}.jpg", 40, 30, seed=i)
+            write_jpeg(root / "images" / "paris" / landmark / f"paris_{landmark}_00000{i}.jpg", 40, 30, seed=i)
     for name in ("paris_louvre_000136", "paris_triomphe_000662"):
         (root / "images" / "paris" / name.split("_")[1] / f"{name}.jpg").write_text("<html>moved</html>")
-    _gt(root / "gt", "louvre_1", "paris_louvre_000001 2 3 30 25",
+    write_oxford_gt(root / "gt", "louvre_1", "paris_louvre_000001 2 3 30 25",
         good=["paris_louvre_000001", "paris_louvre_000002", "paris_louvre_000136"], ok=["paris_louvre_000003"],
         junk=["paris_triomphe_000662"])
-    _gt(root / "gt", "triomphe_1", "paris_triomphe_000002 0 0 40 30",
+    write_oxford_gt(root / "gt", "triomphe_1", "paris_triomphe_000002 0 0 40 30",
         good=["paris_triomphe_000001", "paris_triomphe_000002"], junk=["paris_triomphe_000003"])
     return root
 

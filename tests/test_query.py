@@ -1,9 +1,9 @@
 """The query command on a small index built here (a fresh clone has no demo index).
 
 The index is built once per session by the pipeline's own step functions from a tiny synthetic
-benchmark (``build_mini_index``; tests/test_web.py uses it too). Its extraction keeps at most
-``MAX_FEATURES`` keypoints while params.yaml says 2000, so a query that obeys the index's own
-config is visible in its feature count.
+benchmark (``build_mini_index`` of tests/helpers.py; tests/test_web.py uses it too). Its extraction
+keeps at most ``MINI_MAX_FEATURES`` keypoints while params.yaml says 2000, so a query that obeys the
+index's own config is visible in its feature count.
 """
 
 from __future__ import annotations
@@ -22,105 +22,41 @@ import yaml
 
 from instance_search import cli, methods, versions
 from instance_search.pipeline import steps
-from instance_search.config import load_params
-from instance_search.datasets import synthetic
-from instance_search.datasets.prepare import prepare
 from instance_search.errors import InstanceSearchError
 from instance_search.index import load_index
 from instance_search.io import load_npz
 from instance_search.query import format_text, parse_box, run_query, write_montage
+from helpers import (MINI_MAX_FEATURES, MINI_RERANK_CANDIDATES, build_mini_cnn_index, build_mini_index,
+                     load_params_with_schema)
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_FEATURES = 300
-RERANK_CANDIDATES = 8
-MINI = dict(objects=3, views=3, distractors=6, width=320, height=240, jpeg_quality=90, queries=1)
-
-
-def _build(params: dict, method: str, gnd: Path, index: Path) -> None:
-    steps.extract(params, "test", method, gnd, index / "features")
-    steps.codebook(params, method, gnd, index / "features", index / "model.npz")
-    steps.encode(params, "test", method, gnd, index / "features", index / "model.npz", index / "index")
-
-
-def build_mini_index(base: Path) -> tuple[Path, Path]:
-    """(index folder, params file) of a ``mini`` dataset under ``base``; reused once finished."""
-    index, params_file = base / "results" / "mini" / "sift", base / "params.yaml"
-    if (index / "index" / "manifest.json").is_file():
-        return index, params_file
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    # the embedded benchmark's entry, smaller and elsewhere (whatever else the schema asks of it stays)
-    mini = dict(params["datasets"]["synthetic"], images=str(base / "data" / "mini" / "jpg"),
-                groundtruth=str(base / "data" / "mini" / "gt"))
-    mini["generator"] = dict(mini["generator"], **MINI)
-    params["datasets"] = {"mini": mini}
-    synthetic.generate(base / "data" / "mini", seed=params["seed"], **mini["generator"])
-    params["run"]["datasets"] = ["mini"]
-    sift = params["sift"]
-    sift["extract"]["max_features"] = MAX_FEATURES
-    sift["codebook"]["words"] = 64
-    sift["rerank"]["candidates"] = RERANK_CANDIDATES
-    params["blcf"]["codebook"]["words"] = 64
-    params["blcf"]["extract"].update(device="cpu", workers=0, max_side=224)  # small and quick
-    params["frcnn"]["extract"].update(device="cpu", workers=0, max_side=160, layer="features.17")
-    params["gem"]["extract"].update(device="cpu", workers=0, max_side=160)
-    params["xfeat"]["codebook"]["words"] = 64
-    params["xfeat"]["extract"].update(device="cpu", max_side=320)
-    # the schema beside the params file, so that the query validates it as in a checkout
-    shutil.copytree(REPO / "workflow" / "schemas", base / "workflow" / "schemas", dirs_exist_ok=True)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    gnd = base / "results" / "mini" / "gnd.json"
-    prepare(params, "mini", gnd)
-    _build(params, "sift", gnd, index)
-    return index, params_file
-
-
-def build_mini_cnn_index(base: Path, method: str) -> Path:
-    """results/mini/<method> (blcf, frcnn, gem, xfeat) beside the sift index (same images); fails without the
-    CNN's weights."""
-    build_mini_index(base)
-    index = base / "results" / "mini" / method
-    if (index / "index" / "manifest.json").is_file():
-        return index
-    from conftest import require_weights
-
-    params = yaml.safe_load((base / "params.yaml").read_text())
-    if "backbone" in params[method]["extract"]:  # (xfeat's weights come with its package: make install)
-        require_weights(params[method]["extract"]["backbone"])  # missing: fails naming the install command
-    _build(params, method, base / "results" / "mini" / "gnd.json", index)
-    return index
-
-
 @pytest.fixture(scope="session")
 def mini(tmp_path_factory):
     index_dir, params_file = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
     return index_dir, params_file, load_index(index_dir)
 
 
-def _params(params_file: Path) -> dict:
-    return load_params(params_file, params_file.parent / "workflow/schemas/params.schema.json")
-
-
 def _run(index, params_file, image, box=None, **kw):
-    return run_query(index, image, box, params=_params(params_file), params_source=str(params_file), **kw)
+    return run_query(index, image, box, params=load_params_with_schema(params_file), params_source=str(params_file), **kw)
 
 
 def test_index_reads_its_own_extraction_config(mini):
     index_dir, params_file, index = mini
-    assert index.manifest["extraction"]["max_features"] == MAX_FEATURES  # params.yaml says 2000
+    assert index.manifest["extraction"]["max_features"] == MINI_MAX_FEATURES  # params.yaml says 2000
     assert index.method is methods.get("sift") and index.n_database == 15
     q = index.gnd.queries[0]
     answer = _run(index, params_file, index.image_path(q.image), q.box, results=3)
-    assert answer.n_features <= MAX_FEATURES and answer.params_source == str(params_file)
+    assert answer.n_features <= MINI_MAX_FEATURES and answer.params_source == str(params_file)
 
 
 def test_box_query_ranks_and_reranks_with_windows(mini):
     _, params_file, index = mini
     q = index.gnd.queries[0]
     answer = _run(index, params_file, index.image_path(q.image), q.box, results=5)
-    assert answer.first_stage == "ls" and 0 < answer.n_box_features < answer.n_features <= MAX_FEATURES
+    assert answer.first_stage == "ls" and 0 < answer.n_box_features < answer.n_features <= MINI_MAX_FEATURES
     assert answer.hits[0].image == q.image
     # verified results carry the box mapped into them (the query's own image at least), the others none
-    assert answer.reranked == RERANK_CANDIDATES and answer.hits[0].window is not None
+    assert answer.reranked == MINI_RERANK_CANDIDATES and answer.hits[0].window is not None
     assert [h.score for h in answer.hits] == sorted((h.score for h in answer.hits), reverse=True)
     assert set(answer.timings) == {"extract", "rank", "rerank", "expand", "total"}
 
@@ -144,7 +80,7 @@ def test_box_query_finds_the_other_views_of_its_object(mini, tmp_path_factory, t
 def test_query_agrees_with_the_pipeline_steps(mini, tmp_path, similarity):
     """The same image and box give the rank and rerank steps' rankings, scores and windows."""
     index_dir, params_file, index = mini
-    params = _params(params_file)
+    params = load_params_with_schema(params_file)
     gnd = index_dir.parent / "gnd.json"
     rank, rerank = tmp_path / "rank.npz", tmp_path / "rerank.npz"
     steps.rank(params, similarity, gnd, index_dir / "index", rank)
@@ -157,8 +93,8 @@ def test_query_agrees_with_the_pipeline_steps(mini, tmp_path, similarity):
         answer = _run(index, params_file, index.image_path(q.image), q.box, **kw)
         # equal scores may swap places (last-bit differences between a batch and one query); scores may not
         np.testing.assert_allclose([h.score for h in answer.hits], final["scores"][qi], atol=1e-6)
-        boxes = dict(zip(final["ranks"][qi][:RERANK_CANDIDATES].tolist(), final["boxes"][qi].tolist()))
-        for h in answer.hits[:RERANK_CANDIDATES]:  # no window (None) where the step stored NaN
+        boxes = dict(zip(final["ranks"][qi][:MINI_RERANK_CANDIDATES].tolist(), final["boxes"][qi].tolist()))
+        for h in answer.hits[:MINI_RERANK_CANDIDATES]:  # no window (None) where the step stored NaN
             if h.window is None:
                 assert np.isnan(boxes[h.image]).all(), h.image
             else:
@@ -200,7 +136,7 @@ def test_cnn_query_agrees_with_the_rank_step(mini, tmp_path_factory, tmp_path, t
     index_dir = build_mini_cnn_index(base, method)
     params_file = base / "params.yaml"
     index = load_index(index_dir)
-    params = _params(params_file)
+    params = load_params_with_schema(params_file)
     rank = tmp_path / "rank.npz"
     steps.rank(params, "cosine", index_dir.parent / "gnd.json", index_dir / "index", rank)
     first = load_npz(rank)

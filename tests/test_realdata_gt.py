@@ -16,34 +16,21 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import yaml
 
 from instance_search.datasets.prepare import prepare
 from instance_search.errors import InstanceSearchError
+from helpers import assert_boxes_inside, black_jpeg, need_real_gt, revisited_names
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_GT = REPO.parent / "shared" / "data" / "real-gt"
 FULL = yaml.safe_load((REPO / "params-full.yaml").read_text())["datasets"]
 
 pytestmark = pytest.mark.realdata
 
 
-def _need(*parts: str) -> Path:
-    path = REAL_GT.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is missing: these tests read the published ground-truth files in ../shared/data/real-gt")
-    return path
-
-
-def _jpeg(side: int) -> bytes:
-    return cv2.imencode(".jpg", np.zeros((side, side), np.uint8))[1].tobytes()
-
-
 def _write(root: Path, rel_paths, big: set[str], big_side: int) -> None:
-    small, large = _jpeg(8), _jpeg(big_side)
+    small, large = black_jpeg(8), black_jpeg(big_side)
     for rel in rel_paths:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,20 +43,6 @@ def _params(dataset: str, images: Path, groundtruth: Path, **override) -> dict:
     return {"datasets": {dataset: cfg}}
 
 
-def _revisited_names(ds: str) -> tuple[list[str], list[str]]:
-    from instance_search.datasets.revisited import _read_pickle
-
-    data = _read_pickle(_need(ds, f"gnd_{ds}.pkl"))
-    return list(data["imlist"]), list(data["qimlist"])
-
-
-def _assert_boxes_inside(gnd) -> None:
-    for q in gnd.queries:
-        im = gnd.images[q.image]
-        x1, y1, x2, y2 = q.box
-        assert 0 <= x1 < x2 <= im.width and 0 <= y1 < y2 <= im.height, (q.name, q.box, im.width, im.height)
-
-
 def _by_name(gnd, name: str):
     return next(q for q in gnd.queries if q.name == name)
 
@@ -77,16 +50,16 @@ def _by_name(gnd, name: str):
 @pytest.fixture(scope="module")
 def oxford_images(tmp_path_factory) -> Path:
     """Oxford5k's 5,063 images: ROxford5k's database (4,993) and query images (70) are exactly them."""
-    imlist, qimlist = _revisited_names("roxford5k")
+    imlist, qimlist = revisited_names("roxford5k")
     root = tmp_path_factory.mktemp("oxford5k") / "oxbuild_images-v1"
-    queries = {line.split()[0][len("oxc1_"):] for p in _need("oxford5k").glob("*_query.txt")
+    queries = {line.split()[0][len("oxc1_"):] for p in need_real_gt("oxford5k").glob("*_query.txt")
                for line in [p.read_text()]}
     _write(root, [f"{n}.jpg" for n in imlist + qimlist], {f"{n}.jpg" for n in queries | set(qimlist)}, 1024)
     return root
 
 
 def test_oxford5k_real_lists(oxford_images, tmp_path):
-    gt = _need("oxford5k")
+    gt = need_real_gt("oxford5k")
     assert FULL["oxford5k"]["expect"] == {"images": 5063, "queries": 55}
     gnd = prepare(_params("oxford5k", oxford_images, gt), "oxford5k", tmp_path / "gnd.json")
     assert (len(gnd.images), gnd.n_database, len(gnd.queries)) == (5063, 5063, 55)
@@ -97,7 +70,7 @@ def test_oxford5k_real_lists(oxford_images, tmp_path):
     assert names.count("all_souls_000091") == 1  # listed twice in all_souls_1_good.txt: merged
     assert "all_souls_000013" in names  # the query image is in its own good list
     assert len(q.good) == len((gt / "all_souls_1_good.txt").read_text().split()) - 1
-    _assert_boxes_inside(gnd)
+    assert_boxes_inside(gnd)
 
 
 @pytest.mark.parametrize("ds, landmark_first, database, query0, box0, easy0, sizes, no_easy", [
@@ -109,11 +82,11 @@ def test_oxford5k_real_lists(oxford_images, tmp_path):
 ])
 def test_revisited_real_pickles(request, tmp_path_factory, ds, landmark_first, database, query0, box0, easy0,
                                 sizes, no_easy):
-    pkl = _need(ds, f"gnd_{ds}.pkl")
+    pkl = need_real_gt(ds, f"gnd_{ds}.pkl")
     if landmark_first == "oxford":
         images = request.getfixturevalue("oxford_images")
     else:  # Paris: one folder per landmark, as paris_1-v1 / paris_2-v1 unpack
-        imlist, qimlist = _revisited_names(ds)
+        imlist, qimlist = revisited_names(ds)
         images = tmp_path_factory.mktemp("paris6k")
         _write(images, [f"paris/{n.split('_')[1]}/{n}.jpg" for n in imlist + qimlist],
                {f"paris/{n.split('_')[1]}/{n}.jpg" for n in qimlist}, 1024)
@@ -130,21 +103,21 @@ def test_revisited_real_pickles(request, tmp_path_factory, ds, landmark_first, d
         assert sum(len(lb.good) + len(lb.ok) for lb in labels) == positives, protocol
         assert sum(len(lb.junk) for lb in labels) == junk, protocol
     assert [i for i, q in enumerate(gnd.queries) if not dict(q.protocols)["easy"].good] == no_easy
-    _assert_boxes_inside(gnd)
+    assert_boxes_inside(gnd)
 
 
 @pytest.fixture(scope="module")
 def instre_images(tmp_path_factory) -> Path:
     import scipy.io
 
-    mat = scipy.io.loadmat(str(_need("instre", "gnd_instre.mat")), simplify_cells=True)
+    mat = scipy.io.loadmat(str(need_real_gt("instre", "gnd_instre.mat")), simplify_cells=True)
     root = tmp_path_factory.mktemp("instre") / "instre"
     _write(root, list(mat["imlist"]) + list(mat["qimlist"]), set(mat["qimlist"]), 1000)
     return root
 
 
 def test_instre_real_mat(instre_images, tmp_path):
-    mat = _need("instre", "gnd_instre.mat")
+    mat = need_real_gt("instre", "gnd_instre.mat")
     assert FULL["instre"]["box_format"] == "xyxy"
     gnd = prepare(_params("instre", instre_images, mat), "instre", tmp_path / "gnd.json")
     assert FULL["instre"]["expect"] == {"images": 28543, "database": 27293, "queries": 1250}
@@ -160,11 +133,11 @@ def test_instre_real_mat(instre_images, tmp_path):
     queries = [part(gnd.images[q.image]) for q in gnd.queries]
     assert {p: database.count(p) for p in set(database)} == {"INSTRE-S1": 10511, "INSTRE-S2": 11559, "INSTRE-M": 5223}
     assert {p: queries.count(p) for p in set(queries)} == {"INSTRE-S1": 500, "INSTRE-S2": 500, "INSTRE-M": 250}
-    _assert_boxes_inside(gnd)
+    assert_boxes_inside(gnd)
 
 
 def test_instre_wrong_box_format_is_one_line_naming_the_key(instre_images, tmp_path):
-    mat = _need("instre", "gnd_instre.mat")
+    mat = need_real_gt("instre", "gnd_instre.mat")
     with pytest.raises(InstanceSearchError) as exc:
         prepare(_params("instre", instre_images, mat, box_format="xywh"), "instre", tmp_path / "gnd.json")
     msg = str(exc.value)

@@ -16,7 +16,7 @@ from instance_search.datasets.revisited import load_revisited
 from instance_search.errors import InstanceSearchError
 from instance_search.evaluate import write_evaluation
 from instance_search.groundtruth import Labels
-from test_oxford import _jpeg
+from helpers import write_jpeg
 
 # Six database images and two query-only images (in the real files the 70 query images are Oxford /
 # Paris images taken out of the database).
@@ -37,7 +37,7 @@ def write_gnd_pkl(path, imlist=IMLIST, qimlist=QIMLIST, gnd=GND, protocol=pickle
 def roxford(tmp_path):
     root = tmp_path / "roxford5k"
     for i, name in enumerate(IMLIST + QIMLIST):
-        _jpeg(root / "jpg" / f"{name}.jpg", 40, 30, seed=i)
+        write_jpeg(root / "jpg" / f"{name}.jpg", 40, 30, seed=i)
     write_gnd_pkl(root / "gnd_roxford5k.pkl")
     return root
 
@@ -64,7 +64,7 @@ def test_numpy_arrays_in_the_pickle_and_paris_folders(tmp_path, protocol):
     root = tmp_path / "rparis6k"
     names = ["paris_louvre_000001", "paris_louvre_000002", "paris_defense_000001", "paris_defense_000002"]
     for i, name in enumerate(names):
-        _jpeg(root / "jpg" / "paris" / name.split("_")[1] / f"{name}.jpg", 40, 30, seed=i)
+        write_jpeg(root / "jpg" / "paris" / name.split("_")[1] / f"{name}.jpg", 40, 30, seed=i)
     (root / "jpg" / "paris" / "louvre" / "paris_louvre_000136.jpg").write_text("<html>")  # corrupt, unlisted
     gnd = [{"bbx": np.array([1.0, 1.0, 20.0, 20.0]), "easy": np.array([0]), "hard": np.array([], dtype=np.int64),
             "junk": np.array([2])}]
@@ -217,7 +217,7 @@ def test_distractors_join_the_database_before_the_query_images(roxford, tmp_path
     from instance_search.datasets.prepare import prepare
 
     for i in range(3):
-        _jpeg(tmp_path / "revisitop1m" / "revisitop1m.1" / "jpg" / f"d{i}.jpg", 20, 10, seed=50 + i)
+        write_jpeg(tmp_path / "revisitop1m" / "revisitop1m.1" / "jpg" / f"d{i}.jpg", 20, 10, seed=50 + i)
     cfg = {"source": "download", "format": "revisited", "images": str(roxford / "jpg"),
            "groundtruth": str(roxford / "gnd_roxford5k.pkl"), "distractors": str(tmp_path / "revisitop1m")}
     gnd = prepare({"datasets": {"roxford5k": cfg}}, "roxford5k", tmp_path / "gnd.json")

@@ -10,7 +10,7 @@ from instance_search import groundtruth
 from instance_search.datasets.prepare import prepare
 from instance_search.datasets.sculptures import EVALUATED_HALF, load_sculptures
 from instance_search.errors import InstanceSearchError
-from test_oxford import _gt, _jpeg  # the Oxford-format fixture writers
+from helpers import write_jpeg, write_oxford_gt  # the Oxford-format fixture writers
 
 
 @pytest.fixture
@@ -21,11 +21,12 @@ def sculptures(tmp_path):
               "test": ["Rodin_Stanford_0250", "Rodin_Stanford_0251", "Henry_Moore_Knife_0252", "Rodin_Kiss_0253"]}
     for half, names in halves.items():
         for i, name in enumerate(names):
-            _jpeg(root / "images" / half / f"{name}.jpg", 32 + 4 * i, 24, seed=i)
-    _gt(root / "gt" / "train", "arch_leg_1", "Henry_Moore_Arch_Leg_0000 1 1 20 20", good=["Henry_Moore_Arch_Leg_0001"])
-    _gt(root / "gt" / "test", "stanford_1", "Rodin_Stanford_0250 0 0 32 24", good=["Rodin_Stanford_0250"],
+            write_jpeg(root / "images" / half / f"{name}.jpg", 32 + 4 * i, 24, seed=i)
+    write_oxford_gt(root / "gt" / "train", "arch_leg_1", "Henry_Moore_Arch_Leg_0000 1 1 20 20",
+        good=["Henry_Moore_Arch_Leg_0001"])
+    write_oxford_gt(root / "gt" / "test", "stanford_1", "Rodin_Stanford_0250 0 0 32 24", good=["Rodin_Stanford_0250"],
         ok=["Rodin_Stanford_0251"], junk=["Rodin_Kiss_0253"])
-    _gt(root / "gt" / "test", "knife_1", "Henry_Moore_Knife_0252 4 2 30 20", good=["Henry_Moore_Knife_0252"])
+    write_oxford_gt(root / "gt" / "test", "knife_1", "Henry_Moore_Knife_0252 4 2 30 20", good=["Henry_Moore_Knife_0252"])
     return root
 
 

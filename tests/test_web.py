@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_query import _params, build_mini_cnn_index, build_mini_index
 
 from instance_search import cli, methods
 from instance_search.index import load_index
 from instance_search.web import app as web
+from helpers import build_mini_cnn_index, build_mini_index, load_params_with_schema
 
 LIMIT = 300_000  # upload limit for these tests (bytes)
 
@@ -30,7 +30,7 @@ LIMIT = 300_000  # upload limit for these tests (bytes)
 @pytest.fixture(scope="module")
 def mini_params(tmp_path_factory):
     _, params_file = build_mini_index(tmp_path_factory.getbasetemp() / "mini-index")
-    return _params(params_file)
+    return load_params_with_schema(params_file)
 
 
 @pytest.fixture(scope="module")
