@@ -40,7 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from flask import Flask, Response, jsonify, request, send_from_directory
+from flask import Flask, Response, current_app, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from ..errors import InstanceSearchError
@@ -161,104 +161,133 @@ def _strict_box(box) -> tuple | None:
     return check_box_order(box)
 
 
-def create_app(indexes: list[Index], *, params: dict, params_source: str = "params.yaml",
-               upload_dir: str | Path | None = None, max_upload_bytes: int = 20 * 1024 * 1024) -> Flask:
-    """The Flask app over ``indexes`` (loaded already), answering with ``params`` (a validated params
-    file's content). ``upload_dir``: None makes a temporary folder that is removed at exit; a given
-    folder (tests) is used as it is."""
-    if not indexes:
-        raise InstanceSearchError("no index given; pass --index results/<dataset>/<method>")
-    indexes = list(indexes)  # reloaded in place when an index changes on disk
-    if upload_dir is None:
-        upload_dir = Path(tempfile.mkdtemp(prefix="instance-search-uploads-"))
-        atexit.register(shutil.rmtree, upload_dir, True)
-    uploads = _Uploads(Path(upload_dir))
-    app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
-    limit_mb = f"{max_upload_bytes / 1024 / 1024:.3g}"
-    running = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
+def _only_this_machine():
+    """Before every request: refuse other hosts' names (DNS rebinding) and cross-origin POSTs."""
+    port = str(request.environ.get("SERVER_PORT", ""))
+    if not _local(request.host, port):
+        raise ApiError(421, f"host {request.host!r} is not served here; open http://127.0.0.1:{port}/")
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin is not None:
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not _local(host, port):
+            raise ApiError(403, f"cross-origin request from {origin!r} refused")
 
-    @app.before_request
-    def only_this_machine():
-        port = str(request.environ.get("SERVER_PORT", ""))
-        if not _local(request.host, port):
-            raise ApiError(421, f"host {request.host!r} is not served here; open http://127.0.0.1:{port}/")
-        origin = request.headers.get("Origin")
-        if request.method == "POST" and origin is not None:
-            scheme, _, host = origin.partition("://")
-            if scheme not in ("http", "https") or not _local(host, port):
-                raise ApiError(403, f"cross-origin request from {origin!r} refused")
 
-    reloading = threading.Lock()
+def _api_error(exc: ApiError):
+    return jsonify(error=str(exc)), exc.status
 
-    def get_index(i) -> Index:
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(indexes):
-            raise ApiError(404, f"unknown index {i!r}; there are {len(indexes)} (0..{len(indexes) - 1})")
-        if indexes[i].changed():  # images were added (instance-search index --add): load it again
-            with reloading:
-                if indexes[i].changed():
-                    indexes[i] = load_index(indexes[i].path)
-                    thumbnail.cache_clear()
-                    view.cache_clear()
-        return indexes[i]
 
+def _user_error(exc: InstanceSearchError):
+    return jsonify(error=str(exc).splitlines()[0]), 400
+
+
+def _http_error(exc: HTTPException):
+    return jsonify(error=f"{exc.code} {exc.name}: {exc.description}"), exc.code
+
+
+def _internal_error(exc: Exception):  # a bug: one JSON line for the page, the traceback in the server log
+    current_app.logger.exception("unexpected error")
+    return jsonify(error=f"internal error ({type(exc).__name__}); the server log has the details"), 500
+
+
+def _page():
+    return send_from_directory(STATIC, "index.html")
+
+
+def _static_file(name: str):
+    return send_from_directory(STATIC, name)  # refuses paths outside STATIC
+
+
+def _query_options(body: dict) -> tuple[str, int, bool]:
+    """A query's similarity, number of results and re-ranking switch, checked."""
+    similarity = body.get("similarity", "cosine")
+    if similarity not in SIMILARITIES:
+        raise ApiError(400, f"similarity {similarity!r}: expected one of {', '.join(SIMILARITIES)}")
+    results = body.get("results", 20)
+    if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
+        raise ApiError(400, f"results {results!r}: expected an integer from 1 to {MAX_RESULTS}")
+    return similarity, results, _strict_bool(body, "rerank", True)
+
+
+def _public_answer(answer, index: Index, i: int, name: str) -> dict:
+    """The answer as the page gets it: the query image by the name the user knows, hits without paths."""
+    out = answer.to_dict()
+    out["image"] = name
+    for hit in out["hits"]:
+        del hit["path"]  # the server's file system stays private; the page loads thumbnails by id
+        im = index.gnd.images[hit["image"]]
+        hit.update(width=im.width, height=im.height, thumb=f"/api/indexes/{i}/images/{hit['image']}/thumb")
+    return out
+
+
+class _Site:
+    """What the routes share, and one method per route that needs it.
+
+    The indexes are only read, except that one changed on disk is loaded again in place (under a lock).
+    Flask calls these methods from several threads at once: the shared state is the index list, the
+    image caches, the uploads and the query semaphore, each safe for that.
+    """
+
+    def __init__(self, indexes: list[Index], *, params: dict, params_source: str, uploads: _Uploads,
+                 max_upload_bytes: int):
+        self.indexes = list(indexes)  # reloaded in place when an index changes on disk
+        self.params = params
+        self.params_source = params_source
+        self.uploads = uploads
+        self.max_upload_bytes = max_upload_bytes
+        self._running = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
+        self._reloading = threading.Lock()
+        # one cache per app, cleared when an index is reloaded (lru_cache on the methods would serve every app)
+        # thumbnails: the picker and the results show the same ones again and again (~10 kB each)
+        self.thumbnail = lru_cache(maxsize=4096)(self._thumbnail)
+        self.view = lru_cache(maxsize=16)(self._view)  # canvas-size images (~100 kB each): only the last few
+
+    # -- lookups
+
+    def get_index(self, i) -> Index:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(self.indexes):
+            raise ApiError(404, f"unknown index {i!r}; there are {len(self.indexes)} (0..{len(self.indexes) - 1})")
+        if self.indexes[i].changed():  # images were added (instance-search index --add): load it again
+            with self._reloading:
+                if self.indexes[i].changed():
+                    self.indexes[i] = load_index(self.indexes[i].path)
+                    self.thumbnail.cache_clear()
+                    self.view.cache_clear()
+        return self.indexes[i]
+
+    @staticmethod
     def get_image(index: Index, n) -> int:
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < index.n_database:
             raise ApiError(404, f"unknown image {n!r} in {index.name}; it has images 0..{index.n_database - 1}")
         return n
 
-    @lru_cache(maxsize=4096)  # the picker and the results show the same thumbnails again and again (~10 kB each)
-    def thumbnail(i: int, n: int) -> bytes:
-        return _jpeg(read_image(indexes[i].image_path(n)), None, THUMB_HEIGHT)
+    def _thumbnail(self, i: int, n: int) -> bytes:
+        return _jpeg(read_image(self.indexes[i].image_path(n)), None, THUMB_HEIGHT)
 
-    @lru_cache(maxsize=16)  # canvas-size images (~100 kB each): only the last few
-    def view(i: int, n: int) -> bytes:
-        return _jpeg(read_image(indexes[i].image_path(n)), VIEW_SIDE, VIEW_SIDE)
+    def _view(self, i: int, n: int) -> bytes:
+        return _jpeg(read_image(self.indexes[i].image_path(n)), VIEW_SIDE, VIEW_SIDE)
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
-        return jsonify(error=str(exc)), exc.status
+    # -- errors
 
-    @app.errorhandler(InstanceSearchError)
-    def user_error(exc: InstanceSearchError):
-        return jsonify(error=str(exc).splitlines()[0]), 400
-
-    @app.errorhandler(413)
-    def too_large(exc):
+    def too_large(self, exc):
+        limit_mb = f"{self.max_upload_bytes / 1024 / 1024:.3g}"
         return jsonify(error=f"upload too large: the limit is {limit_mb} MB (instance-search serve --max-upload-mb)"), 413
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return jsonify(error=f"{exc.code} {exc.name}: {exc.description}"), exc.code
+    # -- routes
 
-    @app.errorhandler(Exception)
-    def internal_error(exc: Exception):  # a bug: one JSON line for the page, the traceback in the server log
-        app.logger.exception("unexpected error")
-        return jsonify(error=f"internal error ({type(exc).__name__}); the server log has the details"), 500
-
-    @app.get("/")
-    def page():
-        return send_from_directory(STATIC, "index.html")
-
-    @app.get("/static/<path:name>")
-    def static_file(name: str):
-        return send_from_directory(STATIC, name)  # refuses paths outside STATIC
-
-    @app.get("/api/indexes")
-    def list_indexes():
-        for i in range(len(indexes)):
-            get_index(i)  # loads again what changed on disk
+    def list_indexes(self):
+        for i in range(len(self.indexes)):
+            self.get_index(i)  # loads again what changed on disk
         return jsonify(
             indexes=[{"id": i, "name": ix.name, "path": str(ix.path), "n_database": ix.n_database,
                       "first_query_image": _first_query_image(ix),
-                      "second_stage": ix.method.second_stage(params[ix.method.name]),
-                      "params_source": params_source}
-                     for i, ix in enumerate(indexes)],
-            similarities=list(SIMILARITIES), max_upload_bytes=max_upload_bytes, max_results=MAX_RESULTS)
+                      "second_stage": ix.method.second_stage(self.params[ix.method.name]),
+                      "params_source": self.params_source}
+                     for i, ix in enumerate(self.indexes)],
+            similarities=list(SIMILARITIES), max_upload_bytes=self.max_upload_bytes, max_results=MAX_RESULTS)
 
-    @app.get("/api/indexes/<int:i>/images")
-    def list_images(i: int):
-        index = get_index(i)
+    def list_images(self, i: int):
+        index = self.get_index(i)
         text = request.args.get("filter", "").strip().lower()
         try:
             offset = max(0, int(request.args.get("offset", 0)))
@@ -270,72 +299,92 @@ def create_app(indexes: list[Index], *, params: dict, params_source: str = "para
             {"id": n, "name": index.gnd.images[n].name, "width": index.gnd.images[n].width,
              "height": index.gnd.images[n].height} for n in found[offset:offset + limit]])
 
-    @app.get("/api/indexes/<int:i>/images/<int:n>/<kind>")
-    def database_image(i: int, n: int, kind: str):
+    def database_image(self, i: int, n: int, kind: str):
         if kind not in ("thumb", "view"):
             raise ApiError(404, f"unknown image kind {kind!r}: thumb or view")
-        n = get_image(get_index(i), n)
-        return _image_response(thumbnail(i, n) if kind == "thumb" else view(i, n))
+        n = self.get_image(self.get_index(i), n)
+        return _image_response(self.thumbnail(i, n) if kind == "thumb" else self.view(i, n))
 
-    @app.post("/api/uploads")
-    def upload():
+    def upload(self):
         f = request.files.get("image")  # a body over MAX_CONTENT_LENGTH raises 413 here
         if f is None or not f.filename:
             raise ApiError(400, "no file: send the image in the multipart field 'image'")
-        item = uploads.add(f.read(), f.filename)
+        item = self.uploads.add(f.read(), f.filename)
         return jsonify({k: v for k, v in item.items() if k != "path"})
 
-    @app.get("/api/uploads/<uid>/view")
-    def upload_view(uid: str):
-        return _image_response(_jpeg(read_image(uploads.get(uid)["path"]), VIEW_SIDE, VIEW_SIDE))
+    def upload_view(self, uid: str):
+        return _image_response(_jpeg(read_image(self.uploads.get(uid)["path"]), VIEW_SIDE, VIEW_SIDE))
 
-    @app.post("/api/query")
-    def query():
+    def query(self):
         start = time.perf_counter()
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise ApiError(400, "send a JSON object: {index, image, box, similarity, results, rerank}")
         i = body.get("index", 0)
-        index = get_index(i)
-        source = body.get("image")
-        if isinstance(source, dict) and "upload" in source:
-            item = uploads.get(source["upload"])
-            path, name, width, height = item["path"], item["name"], item["width"], item["height"]
-        elif isinstance(source, dict) and "id" in source:
-            src_index = get_index(source.get("index", i))
-            n = get_image(src_index, source["id"])
-            im = src_index.gnd.images[n]
-            path, name, width, height = src_index.image_path(n), im.name, im.width, im.height
-        else:
-            raise ApiError(400, 'image: expected {"index": i, "id": n} (a database image) or {"upload": id}')
+        index = self.get_index(i)
+        path, name, width, height = self._query_image(body.get("image"), i)
         box = _strict_box(body.get("box"))
         if box is not None:
             check_box_inside(box, width, height, name)
-        similarity = body.get("similarity", "cosine")
-        if similarity not in SIMILARITIES:
-            raise ApiError(400, f"similarity {similarity!r}: expected one of {', '.join(SIMILARITIES)}")
-        results = body.get("results", 20)
-        if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
-            raise ApiError(400, f"results {results!r}: expected an integer from 1 to {MAX_RESULTS}")
-        rerank = _strict_bool(body, "rerank", True)
-        if not running.acquire(blocking=False):
+        similarity, results, rerank = _query_options(body)
+        if not self._running.acquire(blocking=False):
             raise ApiError(503, f"busy: {MAX_CONCURRENT_QUERIES} queries are running; try again in a moment")
         try:
-            answer = run_query(index, path, box, params=params, params_source=params_source, similarity=similarity,
-                               results=results, rerank=rerank)
+            answer = run_query(index, path, box, params=self.params, params_source=self.params_source,
+                               similarity=similarity, results=results, rerank=rerank)
         except InstanceSearchError as exc:  # name the image as the user knows it, never a server path
             raise ApiError(400, str(exc).splitlines()[0].replace(str(path), name)) from None
         finally:
-            running.release()
-        out = answer.to_dict()
-        out["image"] = name
-        for hit in out["hits"]:
-            del hit["path"]  # the server's file system stays private; the page loads thumbnails by id
-            im = index.gnd.images[hit["image"]]
-            hit.update(width=im.width, height=im.height, thumb=f"/api/indexes/{i}/images/{hit['image']}/thumb")
+            self._running.release()
+        out = _public_answer(answer, index, i, name)
         out["timings"]["server"] = time.perf_counter() - start
         return jsonify(out)
 
+    def _query_image(self, source, i) -> tuple[Path, str, int, int]:
+        """The query's image (an upload or a database image, of index ``i`` unless it names another):
+        its path, the name the user knows it by, and its size."""
+        if isinstance(source, dict) and "upload" in source:
+            item = self.uploads.get(source["upload"])
+            return item["path"], item["name"], item["width"], item["height"]
+        if isinstance(source, dict) and "id" in source:
+            src_index = self.get_index(source.get("index", i))
+            n = self.get_image(src_index, source["id"])
+            im = src_index.gnd.images[n]
+            return src_index.image_path(n), im.name, im.width, im.height
+        raise ApiError(400, 'image: expected {"index": i, "id": n} (a database image) or {"upload": id}')
+
+
+def create_app(indexes: list[Index], *, params: dict, params_source: str = "params.yaml",
+               upload_dir: str | Path | None = None, max_upload_bytes: int = 20 * 1024 * 1024) -> Flask:
+    """The Flask app over ``indexes`` (loaded already), answering with ``params`` (a validated params
+    file's content). ``upload_dir``: None makes a temporary folder that is removed at exit; a given
+    folder (tests) is used as it is."""
+    if not indexes:
+        raise InstanceSearchError("no index given; pass --index results/<dataset>/<method>")
+    if upload_dir is None:
+        upload_dir = Path(tempfile.mkdtemp(prefix="instance-search-uploads-"))
+        atexit.register(shutil.rmtree, upload_dir, True)
+    site = _Site(indexes, params=params, params_source=params_source, uploads=_Uploads(Path(upload_dir)),
+                 max_upload_bytes=max_upload_bytes)
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
+    app.before_request(_only_this_machine)
+    # Flask looks a handler up by status code first, then by the most specific class: order does not matter
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(InstanceSearchError, _user_error)
+    app.register_error_handler(413, site.too_large)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    for rule, endpoint, view, method in [
+            ("/", "page", _page, "GET"),
+            ("/static/<path:name>", "static_file", _static_file, "GET"),
+            ("/api/indexes", "list_indexes", site.list_indexes, "GET"),
+            ("/api/indexes/<int:i>/images", "list_images", site.list_images, "GET"),
+            ("/api/indexes/<int:i>/images/<int:n>/<kind>", "database_image", site.database_image, "GET"),
+            ("/api/uploads", "upload", site.upload, "POST"),
+            ("/api/uploads/<uid>/view", "upload_view", site.upload_view, "GET"),
+            ("/api/query", "query", site.query, "POST")]:
+        app.add_url_rule(rule, endpoint, view, methods=[method])
     return app
 
 
