@@ -411,7 +411,7 @@ def test_query_expansion_on_a_hand_made_ranking():
 
 
 def test_proposals_normalised_in_blocks_are_those_normalised_at_once():
-    from instance_search.methods.regions import _unit_half
+    from instance_search.methods.region_index import _unit_half
     from instance_search.retrieval import linalg
 
     regions = np.random.default_rng(5).normal(size=(50, 12)).astype(np.float16)

@@ -178,9 +178,8 @@ def _malloc_trim():
 
 def _return_freed_memory() -> None:
     """Hand the C heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing). glibc
-    keeps a freed shard's pages, and the next shard's DataLoader workers fork that bigger heap: without
-    this, blcf's extraction process held 1.6 GiB after its second shard instead of 0.8 (640 images,
-    shards of 128, 2-core VM)."""
+    keeps a freed shard's pages, and the next shard's DataLoader workers fork that bigger heap
+    (docs/settings.md says how much)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

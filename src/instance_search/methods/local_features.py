@@ -69,9 +69,8 @@ class SiftFeatures(LocalFeatures):
 def share_cores() -> None:
     """One query's CNN uses half the cores (2 cores: one thread), unless OMP_NUM_THREADS says otherwise.
 
-    torch's default, a spinning OpenMP thread per core, collapses when anything else runs: on this
-    project's busy 2-core machine, one thread ran mobilenet_v2 on a 340-px image 5x faster than two
-    (benchmarks/query_latency.py); the web server's requests run in parallel threads anyway.
+    torch's default, a spinning OpenMP thread per core, collapses when anything else runs
+    (docs/settings.md); the web server's requests run in parallel threads anyway.
     """
     import torch
 

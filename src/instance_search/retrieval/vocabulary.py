@@ -1,8 +1,7 @@
 """Visual vocabularies: k-means words learned on a sample of database descriptors, nearest-word assignment.
 
-On the CPU faiss does both with multi-threaded BLAS distance products and scales with cores. (On
-this project's 2-core CPU a pass of scikit-learn's MiniBatchKMeans cost about as much as a faiss
-iteration at 25k words: benchmarks/codebook_speed.py; both are bound by the same matrix products.)
+On the CPU faiss does both with multi-threaded BLAS distance products and scales with cores
+(against scikit-learn's MiniBatchKMeans: docs/settings.md).
 On CUDA (``codebook.device``) both are torch matrix products (:mod:`.kmeans_torch`): the pip faiss
 wheels are CPU-only, and torch is there already.
 """

@@ -47,7 +47,7 @@ from .ranking import by_image, check_first_stage, pick_best, reorder
 
 # A word found in e cells makes e (e - 1) / 2 pairs, each visited once per window size; the word gets
 # its own integral histogram (cost ~ number of windows) when pairs x sizes > _HEAVY_FACTOR x windows.
-# 0.5 measured best on SIFT-like maps (benchmarks/rerank_speed.py); any value gives the same scores.
+# Any value gives the same scores; 0.5 is the fastest on SIFT-like maps (docs/settings.md).
 _HEAVY_FACTOR = 0.5
 
 
