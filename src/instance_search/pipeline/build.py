@@ -65,7 +65,8 @@ def extract_part(params: dict, method: str, gnd: PathLike, features: PathLike, p
       outputs={"features": "feature folder"}, wildcards=("dataset", "method"),
       params=("compute.threads", "{method}.extract"), compute=True, gpu=_extraction_gpu, gathers=_split,
       method_code="extraction", optional=("parts",))
-def extract(params: dict, dataset: str, method: str, gnd: PathLike, features: PathLike, parts: PathLike | None = None) -> None:
+def extract(params: dict, dataset: str, method: str, gnd: PathLike, features: PathLike,
+            parts: PathLike | None = None) -> None:
     """Local features (with positions) of every image of the ground truth: database and query-only."""
     ex, g, p = methods.extraction(method), groundtruth.load(gnd), params[method]["extract"]
     if parts:
@@ -92,8 +93,8 @@ def _device(params: dict, method: str) -> dict:
 @step(inputs={"gnd": GND, "features": FEATURES, "model": "model.npz (codebook step)"},
       outputs={"index": "part folder of the index"}, wildcards=("method", "part", "of"),
       params=("compute.threads", "{method}.encode"), compute=True, gpu=_codebook_gpu, method_code="indexing")
-def encode_part(params: dict, method: str, gnd: PathLike, features: PathLike, model: PathLike, index: PathLike, part: int,
-                of: int) -> None:
+def encode_part(params: dict, method: str, gnd: PathLike, features: PathLike, model: PathLike, index: PathLike,
+                part: int, of: int) -> None:
     """Part ``part`` of ``of`` of the images encoded into a part folder (methods that encode in parts)."""
     m = methods.indexing(method)
     if not isinstance(m, EncodesInParts):
@@ -107,10 +108,11 @@ def encode_part(params: dict, method: str, gnd: PathLike, features: PathLike, mo
 
 @step(inputs={"gnd": GND, "features": FEATURES, "model": "model.npz (codebook step)",
               "parts": "folder of the part jobs' folders, gathered instead of encoding"},
-      outputs={"index": "index folder"}, wildcards=("dataset", "method"), params=("compute.threads", "{method}.encode"),
-      compute=True, gpu=_codebook_gpu, gathers=_encoded_in_parts, method_code="indexing", optional=("parts",))
-def encode(params: dict, dataset: str, method: str, gnd: PathLike, features: PathLike, model: PathLike, index: PathLike,
-           parts: PathLike | None = None) -> None:
+      outputs={"index": "index folder"}, wildcards=("dataset", "method"),
+      params=("compute.threads", "{method}.encode"), compute=True, gpu=_codebook_gpu, gathers=_encoded_in_parts,
+      method_code="indexing", optional=("parts",))
+def encode(params: dict, dataset: str, method: str, gnd: PathLike, features: PathLike, model: PathLike,
+           index: PathLike, parts: PathLike | None = None) -> None:
     """The index: every image encoded with the model, into the files the method searches."""
     m, g, p = methods.indexing(method), groundtruth.load(gnd), params[method]["encode"]
     if parts:

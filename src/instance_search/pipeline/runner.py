@@ -1,8 +1,9 @@
 """The shared frame of every workflow script: arguments, logging, params, one-line errors.
 
 The step's command line (:mod:`.command`) builds an ``argparse`` parser with :func:`parser`, then
-hands its ``main(args, params)`` to :func:`run`, with the step's outputs. Failures the user can fix (:class:`InstanceSearchError`) print one line
-``error: <message>`` on stderr and exit with status 1; the log file gets the same line.
+hands its ``main(args, params)`` to :func:`run`, with the step's outputs. Failures the user can fix
+(:class:`InstanceSearchError`) print one line ``error: <message>`` on stderr and exit with status
+1; the log file gets the same line.
 
 Interruptions. SIGTERM (a cluster's or Snakemake's kill) and SIGINT (Ctrl-C) become an orderly
 exit: the temporaries of the step's atomic writes are removed (:func:`io.remove_temporaries`), the
