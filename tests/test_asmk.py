@@ -156,7 +156,7 @@ def _prepared(out, image):
     from instance_search.retrieval.vocabulary import Vocabulary
 
     store = FeatureStore(out / "features")
-    read = get("sift").features.reader(store.config)
+    read = get("sift").extraction.reader(store.config)
     vocab = Vocabulary.from_arrays(load_npz(out / "model.npz"))
     for first, sh in store.shards():
         xy, x, off = read(sh)

@@ -117,11 +117,11 @@ def test_weights_step_checks_the_packaged_file(tmp_path):
 
 def test_the_method_is_a_bag_of_words_of_xfeat_features(tmp_path):
     m = methods.get("xfeat")
-    assert m.name == "xfeat" and m.features.box_fallback == "image"
+    assert m.name == "xfeat" and m.extraction.box_fallback == "image"
     _textured(tmp_path / "q.jpg", 400, 300, seed=3)
     config = {"network": "xfeat", "max_side": 320, "max_features": 50, "detection_threshold": 0.05}
-    xy, desc = m.features.one_image(config)(str(tmp_path / "q.jpg"), 400, 300)
+    xy, desc = m.extraction.one_image(config)(str(tmp_path / "q.jpg"), 400, 300)
     shard = {"xy": xy, "desc": desc, "offsets": np.array([0, len(xy)], np.int64)}
-    got_xy, x, off = m.features.reader(config)(shard)
+    got_xy, x, off = m.extraction.reader(config)(shard)
     assert x.dtype == np.float32 and x.shape == (50, 64) and off.tolist() == [0, 50]
     np.testing.assert_array_equal(got_xy, xy)

@@ -25,6 +25,7 @@ import yaml
 
 from instance_search import methods
 from instance_search.pipeline import code
+from instance_search.pipeline.declare import folder_of
 from instance_search.pipeline.steps import STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,10 +87,7 @@ def _item(text: str, method: str | None = None) -> str:
 
 
 def _value(v, method: str | None = None) -> str:
-    if not isinstance(v, str):  # a list input (one file per dataset) is its folder, as the rule passes it
-        folders = {os.path.dirname(x) for x in v}
-        v = folders.pop()
-    return _item(v, method)
+    return _item(v if isinstance(v, str) else folder_of(v), method)  # a list input: its folder, as the rule passes it
 
 
 def stage(name: str, rule: dict, method: str | None) -> dict:

@@ -22,6 +22,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from instance_search.pipeline.build import n_parts
+from instance_search.pipeline.declare import folder_of
 from instance_search.pipeline.steps import STEPS
 
 
@@ -82,12 +83,10 @@ def step_params(name):
     def args(wildcards, input, output):
         values = dict(wildcards.items())
         for key, value in [*input.items(), *output.items()]:
-            if not isinstance(value, str):  # a list input (one file per dataset, part folders): its folder
-                folders = {os.path.dirname(v) for v in value}
-                if len(folders) > 1:
-                    raise WorkflowError(f"input {key}: a list input must lie in one folder, got {sorted(folders)}")
-                value = folders.pop() if folders else None
-            values[key] = value
+            try:
+                values[key] = value if isinstance(value, str) else folder_of(value)
+            except ValueError as exc:
+                raise WorkflowError(f"rule {name}, input {key}: {exc}")
         try:
             return " ".join(shlex.quote(a) for a in s.arguments(values))
         except KeyError as exc:

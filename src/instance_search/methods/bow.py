@@ -77,7 +77,7 @@ class BagOfWords:
     """A :class:`~instance_search.methods.base.Method` over one kind of local features."""
 
     def __init__(self, features: LocalFeatures, indexing: BowIndexing):
-        self.features = self.extraction = features
+        self.extraction = features
         self.indexing = indexing
         self.name = features.name
 
@@ -128,7 +128,7 @@ class BagOfWords:
         boxes, images, points, fallbacks, info = [], [], [], [], []
         for q in gnd.queries:
             xy, words, width, height = db.maps.image(q.image)
-            keep, fell_back = in_box(xy, q.box, self.features.box_fallback)
+            keep, fell_back = in_box(xy, q.box, self.extraction.box_fallback)
             if fell_back:
                 fallbacks.append(q.name)
             boxes.append(words[keep])
@@ -139,7 +139,7 @@ class BagOfWords:
             info.append({"features": len(words), "box_features": len(keep), "box_fallback": fell_back})
         if fallbacks:
             log.warning("%d queries have no feature inside their box; they use %s: %s", len(fallbacks),
-                        "the whole image" if self.features.box_fallback == "image"
+                        "the whole image" if self.extraction.box_fallback == "image"
                         else "the feature nearest the box centre", ", ".join(fallbacks))
         if db.query_box is not None and len(db.query_box) != len(gnd.queries):
             raise InstanceSearchError(f"the index holds the ASMK* of {len(db.query_box)} queries but the ground "
@@ -160,8 +160,8 @@ class BagOfWords:
     def image_encoder(self, extraction: dict, model: dict, db: BowDatabase):
         """(path, width, height, box or None) -> the Queries of one image, computed as extract and
         encode computed the database's (the same extractor, reader and vocabulary)."""
-        raw = self.features.one_image(extraction)
-        read = self.features.reader(extraction)
+        raw = self.extraction.one_image(extraction)
+        read = self.extraction.reader(extraction)
         vocab = vocabulary.Vocabulary.from_arrays(model)
         centroids = vocab.centroids
 
@@ -175,7 +175,7 @@ class BagOfWords:
             if len(words) == 0:
                 raise InstanceSearchError(f"{path}: no local feature found in the image; use a more textured image")
             keep, fell_back = (np.arange(len(words)), False) if box is None else in_box(
-                xy, box, self.features.box_fallback)
+                xy, box, self.extraction.box_fallback)
             info = {"features": int(len(words)), "box_features": int(len(keep)), "box_fallback": fell_back}
             bits = asmk.residual_bits(x, words, centroids)
             points = [(xy[keep], words[keep], bits[keep], _box_or_whole(box, width, height))]

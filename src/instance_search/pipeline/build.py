@@ -7,7 +7,6 @@ whose folders the whole step then gathers into the same bytes one job writes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .. import groundtruth, methods
@@ -17,9 +16,8 @@ from ..hashing import sha256_file
 from ..index import extraction_settings, write
 from ..io import load_npz, save_npz
 from ..methods.base import EncodesInParts
-from .declare import step
+from .declare import PathLike, step
 
-PathLike = str | os.PathLike
 
 
 def n_parts(params: dict, dataset: str) -> int:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..datasets.fetch import fetch as fetch_dataset
 from ..datasets.prepare import prepare as prepare_dataset
 from ..download import lock_frozen
 from ..errors import InstanceSearchError
-from .declare import step
+from .declare import PathLike, step
 
-PathLike = str | os.PathLike
 # the checked-in sha256 lock file (relative to the repository root, where every step runs)
 DATASETS_LOCK = "workflow/datasets.lock.json"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,6 +24,7 @@ STEPS: dict[str, "Step"] = {}
 # wildcards that are numbers (a part job's part i of n); the others are names
 NUMBERS = {"part", "of"}
 Resource = Callable[[dict, dict], int]  # (params, wildcards) -> a count
+PathLike = str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,15 @@ class Step:
     def call(self, params: dict, args: argparse.Namespace):
         names = [*self.wildcards, *self.inputs, *self.outputs]
         return self.function(params, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+
+
+def folder_of(paths: list[str]) -> str | None:
+    """A list input (one file per dataset, the part jobs' folders) is passed as the folder holding it;
+    None for an empty list."""
+    folders = {os.path.dirname(p) for p in paths}
+    if len(folders) > 1:
+        raise ValueError(f"a list input must lie in one folder, got {sorted(folders)}")
+    return folders.pop() if folders else None
 
 
 def step(*, inputs: dict[str, str], outputs: dict[str, str], wildcards: tuple[str, ...] = (),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from ..download import lock_frozen
 from ..weights import fetch_weights
-from .declare import step
+from .declare import PathLike, step
 
-PathLike = str | os.PathLike
 # the checked-in sha256 lock file (relative to the repository root, where every step runs)
 WEIGHTS_LOCK = "workflow/weights.lock.json"
 

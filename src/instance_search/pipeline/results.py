@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from .. import methods
 from ..evaluate import write_evaluation
 from ..report import write_figure, write_options_table, write_pr_figure, write_table
-from .declare import step
+from .declare import PathLike, step
 
 log = logging.getLogger(__name__)
-PathLike = str | os.PathLike
 
 
 @step(inputs={"gnd": "results/<dataset>/gnd.json", "rank": "first-stage rank.npz", "rerank": "re-ranked rerank.npz",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 
 import numpy as np
@@ -18,10 +17,9 @@ from ..index import open_index
 from ..io import write_json
 from ..ranking_files import kept_results, labelled_images, read_ranking, save_ranking
 from ..retrieval.ranking import Ranking
-from .declare import step
+from .declare import PathLike, step
 
 log = logging.getLogger(__name__)
-PathLike = str | os.PathLike
 
 
 def _search(params: dict, similarity: str, gnd, index, until: str, start=None, out=None) -> None:
