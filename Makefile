@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install lock drift demo test browser slurm bench bench-codebook clean dvc-yaml dvc-lock
+.PHONY: install lock drift demo test browser slurm bench bench-codebook gpu-check clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,11 @@ bench: install
 	python benchmarks/codebook_speed.py --quick
 	python benchmarks/threads_speed.py
 	python benchmarks/global_speed.py
+
+# On a machine with CUDA: the agreement tests, the codebook on the GPU, extraction images/s per CNN method
+# (under 8 minutes; tests/test_gpu_check.py runs it with --dry on the CPU).
+gpu-check: install
+	python benchmarks/gpu_check.py
 
 # The issue's codebook figure: 25k words on 1M 512-d features (one iteration measured, 20 extrapolated;
 # about half an hour on a 2-core CPU).

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.workflow
 
 DEMO_TIMEOUT = 1800
 GOLDEN = Path(__file__).parent / "golden" / "demo_metrics.json"
-GOLDEN_KEYS = ("mAP", "NDCG", "seed_map", "seed_ndcg")
+GOLDEN_KEYS = ("mAP", "NDCG", "mP@1", "mP@5", "mP@10", "seed_map", "seed_ndcg")
 STAGES = ("first_stage", "rerank", "expand")
 UP_TO_DATE = "Data and pipelines are up to date."
 

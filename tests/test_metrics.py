@@ -87,6 +87,59 @@ def test_ap_matches_a_plain_loop_on_random_rankings():
         assert metrics.average_precision(ranks, positives, junk) == pytest.approx(expected, abs=1e-12)
 
 
+def revisitop_precision(ranks, positives, junk, kappas):
+    """revisitop's compute_map, precision part, as that code does it: positives' positions in the whole
+    ranking, each shifted down by the junk ranked before it, then P@k with k cut to the last positive."""
+    ranks = list(ranks)
+    pos = [i for i, x in enumerate(ranks) if x in set(positives)]
+    jpos = [i for i, x in enumerate(ranks) if x in set(junk)]
+    shifted, passed, j = [], 0, 0
+    for p in pos:
+        while j < len(jpos) and p > jpos[j]:
+            passed, j = passed + 1, j + 1
+        shifted.append(p - passed + 1)
+    return [sum(p <= min(max(shifted), k) for p in shifted) / min(max(shifted), k) for k in kappas]
+
+
+def test_precision_at_k_by_hand():
+    # ranks 5 9 2 7 3 1, positives {5,2,3}, junk {9} -> junk-free 5 2 7 3 1; positives at 1, 2, 4 (1-based)
+    ranks, positives, junk = [5, 9, 2, 7, 3, 1], [5, 2, 3], [9]
+    assert metrics.precision_at(ranks, positives, 1, junk) == 1.0          # 1 of the top 1
+    assert metrics.precision_at(ranks, positives, 2, junk) == 1.0          # 5 2
+    assert metrics.precision_at(ranks, positives, 3, junk) == pytest.approx(2 / 3)  # 5 2 7
+    # k = 5 is cut to the last positive's position 4: 3 of 4, not 3 of 5 (revisitop's rule)
+    assert metrics.precision_at(ranks, positives, 5, junk) == 0.75
+    assert metrics.precision_at(ranks, positives, 10, junk) == 0.75
+    # with the junk counted as a negative: positives at 1, 3, 5 -> P@5 = 3/5
+    assert metrics.precision_at(ranks, positives, 5) == 0.6
+
+
+def test_precision_at_k_one_positive_at_rank_one_is_one_at_every_k():
+    assert [metrics.precision_at([7, 1, 2, 3], [7], k) for k in (1, 5, 10)] == [1.0, 1.0, 1.0]
+    # ... and one at rank 3 gives 0 at k = 1, 1/3 at k >= 3
+    assert [metrics.precision_at([1, 2, 7, 3], [7], k) for k in (1, 5, 10)] == [0.0, pytest.approx(1 / 3),
+                                                                                  pytest.approx(1 / 3)]
+
+
+def test_precision_at_k_undefined_without_positives_and_needs_k():
+    assert math.isnan(metrics.precision_at([0, 1, 2], [], 5))
+    with pytest.raises(ValueError):
+        metrics.precision_at([0, 1, 2], [1], 0)
+
+
+def test_precision_at_k_matches_revisitops_loop_on_random_rankings():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(3, 40))
+        ranks = rng.permutation(n)
+        labels = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])        # 0 negative, 1 positive, 2 junk
+        positives, junk = np.flatnonzero(labels == 1), np.flatnonzero(labels == 2)
+        if positives.size == 0:
+            continue
+        got = [metrics.precision_at(ranks, positives, k, junk) for k in (1, 5, 10)]
+        assert got == pytest.approx(revisitop_precision(ranks, positives, junk, (1, 5, 10)), abs=1e-12)
+
+
 def test_precision_recall_along_junk_free_ranking():
     # ranks 5 9 2 7, positives {5,2,3}, junk {9} -> 5 2 7: hits 1 2 2
     precision, recall = metrics.precision_recall([5, 9, 2, 7], [5, 2, 3], [9])

@@ -92,7 +92,9 @@ def test_evaluation_values(tmp_path, gnd_path, rank_files):
     assert (summary["dataset"], summary["method"], summary["similarity"]) == ("oxford5k", "sift", "cosine")
     assert "protocols" not in summary  # only datasets with protocols (revisited) get the key
     lines = per_query_path.read_text().splitlines()
-    assert lines[0] == "stage,query,ap,ndcg,seed_map,seed_ndcg,ns4"
+    assert lines[0] == "stage,query,ap,ndcg,p1,p5,p10,seed_map,seed_ndcg,ns4"
+    # mP@k, expanded: q0 positives at junk-free 2, 3, 4 -> P@1 0, P@5 (k cut to 4) 3/4; q1 at 2 -> 0 and 1/2
+    assert (summary["expand"]["mP@1"], summary["expand"]["mP@5"], summary["expand"]["mP@10"]) == (0.0, 0.625, 0.625)
     assert lines[1].startswith("first_stage,q0,0.763889,")
     assert lines[1].endswith(",2")  # top 4 of q0: 0 3 5 1 -> positives 0 and 1
     assert lines[3].startswith("rerank,q0,1.000000,1.000000,1.000000,")
@@ -131,18 +133,19 @@ def test_table_content_and_determinism(tmp_path, gnd_path, rank_files):
     assert outputs[0] == outputs[1]
     md_text, csv_text = (b.decode() for b in outputs[0])
     csv_lines = csv_text.splitlines()
-    assert csv_lines[0] == "dataset,mAP,NDCG,seed_map,seed_ndcg,mAP_first_stage,mAP_reranked,seed_published_mAP"
+    assert csv_lines[0] == ("dataset,mAP,NDCG,mP@1,mP@5,mP@10,seed_map,seed_ndcg,mAP_first_stage,mAP_reranked,"
+                            "seed_published_mAP")
     # the final columns come from the expand stage (mAP 0.381944), not the re-ranked one (1.0); the two
     # step columns from first_stage (0.881944) and rerank (1.0), in that order
     summary = json.loads(paths[0].read_text())
     # seed_map of expand: q0 positives at 1, 2, 3 of 5 0 1 2 3 4 -> (1/2 + 2/3 + 3/4) / 3 = 23/36; q1 1/2
     assert summary["expand"]["seed_map"] == round((23 / 36 + 1 / 2) / 2, 6) == 0.569444
-    final = f"{EXPAND_MAP:.6f},{EXPAND_NDCG:.6f},0.569444,{summary['expand']['seed_ndcg']:.6f}"
+    final = f"{EXPAND_MAP:.6f},{EXPAND_NDCG:.6f},0.000000,0.625000,0.625000,0.569444,{summary['expand']['seed_ndcg']:.6f}"
     assert summary["expand"]["seed_ndcg"] != summary["rerank"]["seed_ndcg"]
     assert csv_lines[1] == f"oxford5k,{final},0.881944,1.000000,0.056000"
     assert csv_lines[2] == f"tiny,{final},0.881944,1.000000,"  # no published number
     assert md_text.startswith("# sift, cosine similarity\n")
-    assert f"| oxford5k | 0.382 | {EXPAND_NDCG:.3f} | 0.569 |" in md_text and "| 0.882 | 1.000 | 0.056 |" in md_text
+    assert f"| oxford5k | 0.382 | {EXPAND_NDCG:.3f} | 0.000 | 0.625 | 0.625 | 0.569 |" in md_text and "| 0.882 | 1.000 | 0.056 |" in md_text
     assert "official Oxford" in md_text
 
 
@@ -227,7 +230,7 @@ def test_pr_figure_rejects_a_file_that_is_not_a_pr_csv(tmp_path):
 # ------------------------------------------------------------------------------ second-stage options
 
 def _summary(value: float) -> dict:
-    return {"mAP": value, "NDCG": value + 0.1, "N-S": 4 * value, "seed_map": value, "seed_ndcg": value, "queries": 2}
+    return {"mAP": value, "NDCG": value + 0.1, "mP@1": value, "mP@5": value, "mP@10": value, "N-S": 4 * value, "seed_map": value, "seed_ndcg": value, "queries": 2}
 
 
 def _options_file(path: Path, dataset: str, method: str, first: float, options: dict, similarity="cosine", **extra):
@@ -249,7 +252,7 @@ def test_options_table_puts_each_option_beside_the_first_stage_and_names_the_bes
     # columns: labels where a row has one, the options in their fixed order, then the best
     assert list(table.columns) == ["dataset", "method", "proposals", "whitening", "metric", "first_stage",
                                    "bow+window", "asmk", "asmk+sv", "regions", "diffusion", "aqe", "best"]
-    assert table["metric"].tolist() == ["mAP", "NDCG", "N-S"] * 3  # the unevaluated photo folder has no row
+    assert table["metric"].tolist() == ["mAP", "NDCG", "mP@1", "mP@5", "mP@10", "N-S"] * 3  # the unevaluated photo folder has no row
     rows = {(r["method"], r["metric"]): r for r in table.to_dict("records")}
     assert rows["sift", "mAP"]["asmk+sv"] == 0.7 and rows["sift", "mAP"]["bow+window"] == 0.6
     assert rows["sift", "mAP"]["best"] == "asmk+sv"
@@ -270,7 +273,8 @@ def test_options_table_has_a_row_per_protocol(tmp_path):
     io.write_json(path, {"dataset": "roxford5k", "method": "sift", "similarity": "cosine",
                          "first_stage": with_protocols(0.5), "options": {"sv": with_protocols(0.6)}})
     table = report.build_options_table([path], "cosine")
-    assert table["dataset"].tolist()[::3] == ["roxford5k-E", "roxford5k-M", "roxford5k-H"]
+    n = len(report.OPTION_METRICS)
+    assert table["dataset"].tolist()[::n] == ["roxford5k-E", "roxford5k-M", "roxford5k-H"]
     assert table[table.metric == "mAP"]["sv"].round(6).tolist() == [0.7, 0.6, 0.5]
 
 

@@ -158,9 +158,9 @@ def test_easy_medium_hard_ap_by_hand(evaluated):
     # q1: 4 first -> 1 under Medium and Hard
     assert {p: m["protocols"][p]["rerank"]["mAP"] for p in m["protocols"]} == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
     lines = per_query_path.read_text().splitlines()
-    assert lines[0] == "stage,protocol,query,ap,ndcg,seed_map,seed_ndcg,ns4"
+    assert lines[0] == "stage,protocol,query,ap,ndcg,p1,p5,p10,seed_map,seed_ndcg,ns4"
     assert lines[1].startswith("first_stage,easy,all_souls_000100,0.791667,")
-    assert lines[2] == "first_stage,easy,all_souls_000101,,,,,"  # no positive under Easy: every metric undefined
+    assert lines[2] == "first_stage,easy,all_souls_000101,,,,,,,,"  # no positive under Easy: every metric undefined
     assert lines[5].startswith("first_stage,hard,all_souls_000100,1.000000,")
     assert len(lines) == 1 + 3 * 3 * 2  # stages x protocols x queries
     # seed_map (junk NOT removed, divided by the hits found): Easy q0 hits 0 3 at positions 1 3 ->

@@ -5,14 +5,15 @@ Outputs of :func:`write_evaluation`:
 - ``metrics.json`` (for ``dvc metrics``)::
 
     {"dataset": d, "method": m, "similarity": s,
-     "first_stage": {"mAP": .., "NDCG": .., "seed_map": .., "seed_ndcg": .., "N-S": .., "queries": n},
+     "first_stage": {"mAP": .., "NDCG": .., "mP@1": .., "mP@5": .., "mP@10": .., "seed_map": ..,
+                     "seed_ndcg": .., "N-S": .., "queries": n},
      "rerank": {...same keys...}, ...one entry per stage given}
 
   means over queries, rounded to 6 decimals. A dataset with protocols (ROxford5k / RParis6k) adds
   ``"protocols": {"easy": {"first_stage": {..}, "rerank": {..}}, "medium": {..}, "hard": {..}}``;
   its top-level stages are then those of the queries' own labels (for the revisited datasets, the
   Medium protocol), so every metrics file has the same top-level keys;
-- ``per_query.csv``: columns ``stage,query,ap,ndcg,seed_map,seed_ndcg,ns4``, one row per stage (in the
+- ``per_query.csv``: columns ``stage,query,ap,ndcg,p1,p5,p10,seed_map,seed_ndcg,ns4``, one row per stage (in the
   order given) and query in ground-truth order, floats written as ``%.6f``. A dataset with protocols has a
   ``protocol`` column after ``stage`` and one row per stage, protocol and query instead;
 - ``pr.csv`` (optional, for ``dvc plots``): ``stage,recall,precision``, the 11-point interpolated
@@ -40,10 +41,12 @@ from .retrieval.ranking import Ranking, Rows
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["ap", "ndcg", "seed_map", "seed_ndcg", "ns4"]
+PRECISION_AT = (1, 5, 10)  # revisitop's mP@k
+METRIC_COLUMNS = ["ap", "ndcg", *(f"p{k}" for k in PRECISION_AT), "seed_map", "seed_ndcg", "ns4"]
 # Column of the per-query table -> key of the summary (the seed's tables say mAP and NDCG).
 # ns4 (positives in the top 4) averages to UKBench's N-S score.
-SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", "seed_map": "seed_map", "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
+SUMMARY_KEYS = {"ap": "mAP", "ndcg": "NDCG", **{f"p{k}": f"mP@{k}" for k in PRECISION_AT}, "seed_map": "seed_map",
+                "seed_ndcg": "seed_ndcg", "ns4": "N-S"}
 STAGES = ("first_stage", "rerank")  # the stages every method has; callers may add more (query expansion)
 FLOAT_FORMAT = "%.6f"
 RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
@@ -59,6 +62,7 @@ def _query_metrics(q: groundtruth.Query, ranks: np.ndarray, seed_top: int, seed_
         "query": q.name,
         "ap": metrics.average_precision(ranks, q.positives, q.junk),
         "ndcg": metrics.ndcg(ranks, grades, q.junk),
+        **{f"p{k}": metrics.precision_at(ranks, q.positives, k, q.junk) for k in PRECISION_AT},
         "seed_map": metrics.seed_map(ranks, q.positives, top=seed_top, max_hits=seed_max_hits),
         "seed_ndcg": metrics.seed_ndcg(ranks, q.good, q.ok, q.junk, top=seed_top),
         "ns4": metrics.ns_score(ranks, q.positives, k=4),
@@ -72,7 +76,7 @@ def _rows(gnd: GroundTruth, ranks: Ranking | np.ndarray):
 
 def evaluate_rankings(gnd: GroundTruth, ranks: Ranking | np.ndarray, *, seed_top: int, seed_max_hits: int,
                       protocol: str | None = None) -> pd.DataFrame:
-    """One row per query (ground-truth order): ``query, ap, ndcg, seed_map, seed_ndcg, ns4``.
+    """One row per query (ground-truth order): ``query`` and :data:`METRIC_COLUMNS`.
 
     ``ranks``: (nq, N) database indices, or a :class:`Ranking` (kept to its top, with the located
     images). ``protocol``: evaluate with that protocol's labels (:meth:`Query.under`); None: the

@@ -7,7 +7,7 @@ stable sort on the database index), so the metrics never reorder anything.
 Two families:
 
 - standard: :func:`average_precision` (official Oxford/Paris ``compute_ap``), :func:`ndcg`,
-  :func:`precision_recall`, :func:`ns_score` (UKBench);
+  :func:`precision_at` (revisitop's mP@k), :func:`precision_recall`, :func:`ns_score` (UKBench);
 - seed-comparable: :func:`seed_map` and :func:`seed_ndcg`, the definitions the reproduced student
   system used (reference.md, section 1), kept only so each of its numbers has a counterpart.
 """
@@ -82,6 +82,27 @@ def average_precision(ranks, positives, junk=()) -> float:
     precision_before = np.where(r == 0, 1.0, (k - 1) / np.maximum(r, 1.0))
     precision_at = k / (r + 1)
     return float(np.sum((precision_before + precision_at) / 2) / npos)
+
+
+def precision_at(ranks, positives, k: int, junk=()) -> float:
+    """Precision at ``k`` as revisitop's ``compute_map`` computes it (its mP@1, 5, 10).
+
+    Junk is removed from the ranking first. With p_1 < p_2 < ... the 1-based junk-free positions of
+    the positives found and kq = min(k, p_last), the position of the last positive::
+
+        P@k = |{p_i <= kq}| / kq
+
+    So a query whose positives all sit within the top k is not charged for k beyond the last of
+    them (one positive at rank 1 gives P@5 = 1, not 0.2): revisitop's choice, kept so the numbers
+    compare with the published ones. NaN when the query has no positive or none is ranked.
+    """
+    if k < 1:
+        raise ValueError(f"precision at k needs k >= 1, got {k}")
+    pos = _hit_positions(_without_junk(ranks, junk), positives) + 1
+    if np.unique(np.asarray(positives)).size == 0 or pos.size == 0:
+        return float("nan")
+    kq = min(k, int(pos[-1]))
+    return float(np.count_nonzero(pos <= kq) / kq)
 
 
 def precision_recall(ranks, positives, junk=()) -> tuple[np.ndarray, np.ndarray]:

@@ -23,16 +23,19 @@ from .groundtruth import GroundTruth
 from .io import read_image, read_json, write_bytes, write_text
 from .ranking_files import load_ranking
 
-TABLE_COLUMNS = ["dataset", "mAP", "NDCG", "seed_map", "seed_ndcg", "mAP_first_stage", "mAP_reranked",
-                 "seed_published_mAP"]
+PRECISION_KEYS = ("mP@1", "mP@5", "mP@10")
+TABLE_COLUMNS = ["dataset", "mAP", "NDCG", *PRECISION_KEYS, "seed_map", "seed_ndcg", "mAP_first_stage",
+                 "mAP_reranked", "seed_published_mAP"]
 
 FOOTNOTE = (
     "mAP: mean of the official Oxford/Paris average precision over the full ranking (junk ignored); "
     "NDCG: over the full junk-free ranking (good = 3, ok = 2), normalised by all relevant images. "
+    "mP@k: mean precision at k of the junk-free ranking as revisitop computes it (k is cut to the position "
+    "of the query's last positive when that comes first). "
     "seed_map and seed_ndcg: the reproduced system's own definitions (mean precision at the first hits of "
     "the top list, divided by the hits found; NDCG with junk = 1 normalised within the top list; list length "
     "and hit cap from params evaluate.seed_top / seed_max_hits, the seed used 100 and 20), comparable with "
-    "seed_published_mAP. mAP, NDCG, seed_*: the final ranking (first stage, re-ranking, then query expansion "
+    "seed_published_mAP. mAP, NDCG, mP@k, seed_*: the final ranking (first stage, re-ranking, then query expansion "
     "as the params' expand.mode says; with expansion off it is the re-ranked one); mAP_first_stage and "
     "mAP_reranked: the two steps before it."
 )
@@ -67,6 +70,7 @@ LABELS = ("proposals", "whitening")
 def _row(dataset: str, stages: dict, published, m: dict) -> dict:
     final = stages["expand"]
     return {"dataset": dataset, **{k: m.get(k) for k in LABELS}, "mAP": final["mAP"], "NDCG": final["NDCG"],
+            **{k: final[k] for k in PRECISION_KEYS},
             "seed_map": final["seed_map"], "seed_ndcg": final["seed_ndcg"], "mAP_first_stage": stages["first_stage"]["mAP"],
             "mAP_reranked": stages["rerank"]["mAP"], "seed_published_mAP": published}
 
@@ -124,7 +128,7 @@ def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path,
 
 # Column order of the options table; a method's option not listed here follows, sorted.
 OPTION_ORDER = ("bow", "bow+window", "bow+sv", "asmk", "asmk+window", "asmk+sv", "regions", "diffusion", "aqe")
-OPTION_METRICS = ("mAP", "NDCG", "N-S")
+OPTION_METRICS = ("mAP", "NDCG", *PRECISION_KEYS, "N-S")
 OPTIONS_NOTE = (
     "Each second-stage option of each method, run from the same first stage with the params' other settings "
     "and without query expansion (but aqe, which is one). Bags of words: each aggregation's first stage (bow = "
@@ -132,7 +136,8 @@ OPTIONS_NOTE = (
     "sliding window of the box's words, +sv = spatial verification (RANSAC over the matches whose residual "
     "bits agree, scored by how far the inliers exceed chance); regions = best "
     "proposal (frcnn), diffusion = the database's k-NN graph (gem), aqe = alpha-weighted query expansion (gem). "
-    "N-S: positives in the top 4 (UKBench's score; defined for every dataset). best: the highest, ties to "
+    "mP@k: revisitop's mean precision at k. N-S: positives in the top 4 (UKBench's score; defined for every "
+    "dataset). best: the highest, ties to "
     "the left."
 )
 
