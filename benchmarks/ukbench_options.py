@@ -47,7 +47,7 @@ _NONE = {"rerank": {"mode": "none"}, "expand": {"mode": "none"}}
 
 
 def _dba(k: int, alpha: float = 3) -> dict:
-    return {"search": {"dba": {"k": k, "alpha": alpha}}}
+    return {"search": {"augment": "dba", "dba": {"k": k, "alpha": alpha}}}
 
 
 def _kr(k1: int, k2: int, lam: float) -> dict:
@@ -60,13 +60,13 @@ GEM_SETTINGS = {
     "aqe (n 2)": {"rerank": {"mode": "none"}, "expand": {"mode": "aqe"}},
     "diffusion": {"rerank": {"mode": "diffusion"}, "expand": {"mode": "none"}},
     **{f"dba k {k}, alpha {a}": _merged(_NONE, _dba(k, a)) for k, a in
-       [(1, 3), (2, 3), (3, 3), (5, 3), (10, 3), (20, 3), (3, 0), (10, 0)]},
+       [(1, 3), (2, 3), (3, 3), (5, 3), (10, 3), (20, 3), (2, 0), (2, 1), (3, 0), (10, 0)]},
     **{f"dba k {k} + aqe": _merged(_dba(k), {"rerank": {"mode": "none"}, "expand": {"mode": "aqe"}})
        for k in (2, 3, 5, 10)},
     **{f"kreciprocal {k1}/{k2}/{lam}": _kr(k1, k2, lam) for k1, k2, lam in
-       [(20, 6, 0.3), (20, 6, 0.6), (20, 6, 0.9), (10, 3, 0.3), (10, 3, 0.6), (5, 2, 0.3), (5, 2, 0.6),
-        (5, 1, 0.3), (3, 1, 0.6)]},
-    "dba k 3 + kreciprocal 5/2/0.6": _merged(_dba(3), _kr(5, 2, 0.6)),
+       [(20, 6, 0.3), (20, 6, 0.6), (20, 6, 0.9), (10, 3, 0.3), (10, 3, 0.6), (10, 3, 0.9), (5, 2, 0.3),
+        (5, 2, 0.6), (5, 2, 0.9), (5, 1, 0.3), (5, 1, 0.6), (3, 1, 0.3), (3, 1, 0.6), (3, 2, 0.6), (3, 1, 0.9)]},
+    "dba k 2 + kreciprocal 5/2/0.6": _merged(_dba(2), _kr(5, 2, 0.6)),
 }
 
 

@@ -72,8 +72,7 @@ def test_dba_by_hand():
     np.testing.assert_allclose(dba(DB, 2, 0.0), _unit(np.array(expect)), atol=1e-12)
     # k = 3, alpha = 2: d2's neighbours weigh 0.28^2, 0 and max(0, -0.48)^2 = 0
     np.testing.assert_allclose(dba(DB, 3, 2.0)[2], _unit(DB[2] + 0.28**2 * DB[0]), atol=1e-12)
-    # k = 0 is off; k beyond N - 1 takes every other vector
-    np.testing.assert_allclose(dba(2 * DB, 0, 3.0), DB, atol=1e-15)
+    # k beyond N - 1 takes every other vector
     np.testing.assert_array_equal(dba(DB, 50, 1.0), dba(DB, 3, 1.0))
 
 
@@ -253,11 +252,11 @@ def test_kreciprocal_in_small_blocks_is_the_same_and_deterministic(monkeypatch):
 
 # ---------------------------------------------------------------- parameters
 
-GOOD = {"search": {"dba": {"k": 10, "alpha": 3}}, "rerank": {"kreciprocal": {"k1": 20, "k2": 6, "lambda": 0.3}}}
+GOOD = {"search": {"dba": {"k": 2, "alpha": 3}}, "rerank": {"kreciprocal": {"k1": 20, "k2": 6, "lambda": 0.3}}}
 
 
 @pytest.mark.parametrize("key, value, module", [
-    ("gem.search.dba.k", -1, diffusion), ("gem.search.dba.k", 2.5, diffusion), ("gem.search.dba.k", True, diffusion),
+    ("gem.search.dba.k", 0, diffusion), ("gem.search.dba.k", 2.5, diffusion), ("gem.search.dba.k", True, diffusion),
     ("gem.search.dba.alpha", -1, diffusion), ("gem.search.dba.alpha", float("inf"), diffusion),
     ("gem.rerank.kreciprocal.k1", 0, kreciprocal), ("gem.rerank.kreciprocal.k2", 0, kreciprocal),
     ("gem.rerank.kreciprocal.k2", "6", kreciprocal), ("gem.rerank.kreciprocal.lambda", 1.5, kreciprocal),
@@ -279,8 +278,8 @@ def test_check_names_the_key(key, value, module):
 
 
 def test_functions_check_their_arguments():
-    with pytest.raises(InstanceSearchError, match=r"^gem\.search\.dba\.k=-2: must be an integer of at least 0"):
-        dba(DB, -2, 3.0)
+    with pytest.raises(InstanceSearchError, match=r"^gem\.search\.dba\.k=0: must be an integer of at least 1"):
+        dba(DB, 0, 3.0)
     with pytest.raises(InstanceSearchError, match=r"^gem\.search\.dba\.alpha=-1:"):
         dba(DB, 2, -1)
     with pytest.raises(InstanceSearchError, match=r"^gem\.rerank\.kreciprocal\.k1=0:"):
@@ -296,7 +295,7 @@ def test_functions_check_their_arguments():
 # ---------------------------------------------------------------- through the gem method
 
 def _params(**over):
-    p = {"search": {"query": "ls", "dba": {"k": 0, "alpha": 3}},
+    p = {"search": {"query": "ls", "augment": "none", "dba": {"k": 1, "alpha": 1}},
          "rerank": {"mode": "none", "diffusion": {"k": 2, "gamma": 3, "alpha": 0.9, "query_k": 2, "iterations": 50,
                                                   "tol": 1e-10},
                     "kreciprocal": {"k1": 2, "k2": 1, "lambda": 0.3}},
@@ -323,21 +322,23 @@ def test_gem_kreciprocal_and_dba_through_the_method():
     np.testing.assert_allclose(got.scores, scores, atol=1e-6)
     assert db.kreciprocal(p["rerank"]["kreciprocal"]) is db.kreciprocal(p["rerank"]["kreciprocal"])  # built once
     # dba: the search, the re-ranking and the expansion all see the augmented vectors, built once
-    on = {"k": 1, "alpha": 1}
-    augmented = db.searched(on)
-    assert augmented is db.searched(dict(on)) and augmented.dtype == np.float32
+    on = {"augment": "dba"}
+    augmented = db.searched({"k": 1, "alpha": 1})
+    assert augmented is db.searched({"k": 1, "alpha": 1}) and augmented.dtype == np.float32
     np.testing.assert_allclose(augmented, dba(CIRCLE, 1, 1), atol=1e-6)
-    assert db.searched({"k": 0, "alpha": 3}) is db.vectors
-    p = _params(search={"dba": on})
+    assert db.searched(None) is db.vectors
+    p = _params(search=on)
     first = g.search(db, queries, p, "cosine", 0.8)
     np.testing.assert_allclose(first.scores[0], np.sort(augmented @ queries.box[0])[::-1], atol=1e-6)
-    got = g.rerank(db, queries, first, _params(search={"dba": on}, rerank={"mode": "kreciprocal"}), "cosine", 0.8)
+    got = g.rerank(db, queries, first, _params(search=on, rerank={"mode": "kreciprocal"}), "cosine", 0.8)
     np.testing.assert_array_equal(got.ranks, KReciprocal(augmented, 2, 1).rank(_circle([5]), 0.3)[0])
-    expanded = g.expand(db, queries, first, _params(search={"dba": on}, expand={"mode": "aqe"}), "cosine", 0.8)
+    expanded = g.expand(db, queries, first, _params(search=on, expand={"mode": "aqe"}), "cosine", 0.8)
     q2 = diffusion.alpha_qe(queries.box, augmented, first.ranks, 2, 3)
     np.testing.assert_allclose(expanded.scores[0], np.sort((augmented @ q2.T)[:, 0])[::-1], atol=1e-5)
-    with pytest.raises(InstanceSearchError, match=r"^gem\.search\.dba\.k=-1"):
-        g.search(db, queries, _params(search={"dba": {"k": -1, "alpha": 3}}), "cosine", 0.8)
+    with pytest.raises(InstanceSearchError, match=r"^gem\.search\.dba\.k=0"):
+        g.search(db, queries, _params(search={"augment": "dba", "dba": {"k": 0, "alpha": 3}}), "cosine", 0.8)
+    with pytest.raises(InstanceSearchError, match=r"^gem\.search\.augment='qe': expected none or dba"):
+        g.search(db, queries, _params(search={"augment": "qe"}), "cosine", 0.8)
     with pytest.raises(InstanceSearchError, match="expected none, diffusion or kreciprocal"):
         g.rerank(db, queries, first, _params(rerank={"mode": "window"}), "cosine", 0.8)
 
@@ -347,10 +348,9 @@ def test_gem_options_and_their_description():
     p = _params()
     opts = g.options(p)
     assert set(opts) == {"diffusion", "kreciprocal", "aqe", "dba", "dba+aqe"}
-    assert opts["dba"]["search"] == {"dba": {"k": 10}} and opts["dba+aqe"]["expand"] == {"mode": "aqe"}
-    assert g.options(_params(search={"dba": {"k": 4, "alpha": 3}}))["dba"]["search"] == {"dba": {"k": 4}}
+    assert opts["dba"]["search"] == {"augment": "dba"} and opts["dba+aqe"]["expand"] == {"mode": "aqe"}
     assert g.second_stage(p) == "no re-ranking"
-    assert g.second_stage(_params(search={"dba": {"k": 10, "alpha": 3}}, rerank={"mode": "kreciprocal"},
+    assert g.second_stage(_params(search={"augment": "dba", "dba": {"k": 10, "alpha": 3}}, rerank={"mode": "kreciprocal"},
                                   expand={"mode": "aqe"})) == (
         "alpha-DBA over the database's 10 nearest, then k-reciprocal re-ranking (Jaccard distance), "
         "then alpha-QE over the top 2")

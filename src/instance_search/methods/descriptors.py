@@ -5,7 +5,7 @@
 - **Learn**: an optional PCA-whitening (L2 -> whiten -> L2) of the database vectors (``pca_dim``; 0:
   none), learned on the same dataset's database (the tables say so: ``whitening`` label).
 - **Search**: cosine or weighted cosine between the query and database vectors; with
-  ``search.dba.k`` > 0 against the database-side augmented vectors (alpha-DBA,
+  ``search.augment: dba`` against the database-side augmented vectors (alpha-DBA,
   ``retrieval.diffusion.dba``), computed once per database and setting, which every later stage uses.
 - **Re-rank** (``rerank.mode``): ``none``, ``diffusion`` (Iscen et al., CVPR 2017) on the mutual
   k-NN graph of the database vectors (``retrieval.diffusion``), or ``kreciprocal`` (Zhong et al.,
@@ -39,7 +39,6 @@ from .global_index import GlobalIndexing, prepare
 
 log = logging.getLogger(__name__)
 
-DBA_K = 10  # the dba options' neighbours where search.dba is off (Radenovic et al.'s order of magnitude)
 
 
 @dataclass(eq=False)
@@ -61,8 +60,8 @@ class GlobalDatabase:
             return self.graphs[key]
 
     def searched(self, dba: dict | None) -> np.ndarray:
-        """The database vectors the query is searched against: as stored, or augmented (search.dba)."""
-        if dba is None or dba["k"] == 0:
+        """The database vectors the query is searched against: as stored (None), or augmented (search.dba)."""
+        if dba is None:
             return self.vectors
         return self._built(("dba", dba["k"], dba["alpha"]),
                            lambda: diffusion.dba(self.vectors, dba["k"], dba["alpha"]).astype(np.float32))
@@ -79,7 +78,17 @@ class GlobalDatabase:
 
 
 def _dba_key(dba: dict | None) -> tuple:
-    return (0, 0) if dba is None or dba["k"] == 0 else (dba["k"], dba["alpha"])
+    return ("stored",) if dba is None else ("dba", dba["k"], dba["alpha"])
+
+
+def _dba(p: dict) -> dict | None:
+    """search.dba's settings where search.augment is dba; None: the vectors as stored."""
+    mode = p["search"].get("augment", "none")
+    if mode == "none":
+        return None
+    if mode != "dba":
+        raise InstanceSearchError(f"gem.search.augment={mode!r}: expected none or dba")
+    return p["search"]["dba"]
 
 
 class GlobalMethod:
@@ -95,8 +104,8 @@ class GlobalMethod:
 
     def options(self, p: dict) -> dict[str, dict]:
         """Diffusion and k-reciprocal re-ranking, alpha-QE on the first stage, and alpha-DBA alone and
-        with alpha-QE (search.dba's k where it is on, else 10: a search of its own)."""
-        dba = {"dba": {"k": p["search"].get("dba", {}).get("k") or DBA_K}}
+        with alpha-QE (a search of its own where search.augment is none)."""
+        dba = {"augment": "dba"}
         none, aqe = {"mode": "none"}, {"mode": "aqe"}
         return {"diffusion": {"rerank": {"mode": "diffusion"}, "expand": none},
                 "kreciprocal": {"rerank": {"mode": "kreciprocal"}, "expand": none},
@@ -105,8 +114,8 @@ class GlobalMethod:
                 "dba+aqe": {"search": dba, "rerank": none, "expand": aqe}}
 
     def second_stage(self, p: dict) -> str:
-        r, e, dba = p["rerank"], p["expand"], p["search"].get("dba")
-        parts = [f"alpha-DBA over the database's {dba['k']} nearest"] if dba and dba["k"] else []
+        r, e, dba = p["rerank"], p["expand"], _dba(p)
+        parts = [f"alpha-DBA over the database's {dba['k']} nearest"] if dba else []
         if r["mode"] == "diffusion":
             parts.append("diffusion over the database's k-NN graph")
         elif r["mode"] == "kreciprocal":
@@ -142,13 +151,13 @@ class GlobalMethod:
 
     def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
         q = queries.searched(p["search"]["query"])
-        return Ranking(*rank(sim.scores(q, db.searched(p["search"].get("dba")), similarity, alpha)))
+        return Ranking(*rank(sim.scores(q, db.searched(_dba(p)), similarity, alpha)))
 
     def rerank(self, db: GlobalDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
                progress: Progress | None = None) -> Ranking:
         """Diffusion from the searched query over the database's k-NN graph (rerank.mode: diffusion), or
         k-reciprocal re-ranking of the whole database (kreciprocal): both rank every database image."""
-        r, dba = p["rerank"], p["search"].get("dba")
+        r, dba = p["rerank"], _dba(p)
         if r["mode"] == "none":
             return first.with_no_boxes()
         if r["mode"] not in ("diffusion", "kreciprocal"):
@@ -173,7 +182,7 @@ class GlobalMethod:
         if e["mode"] != "aqe":
             raise InstanceSearchError(f"gem.expand.mode={e['mode']!r}: expected none or aqe")
         q = queries.searched(p["search"]["query"])
-        vectors = db.searched(p["search"].get("dba"))
+        vectors = db.searched(_dba(p))
         expanded = diffusion.alpha_qe(q, vectors, ranking.ranks, e["neighbours"], e["alpha"])
         got = Ranking(*rank(sim.scores(expanded, vectors, similarity, alpha)))
         return Ranking(got.ranks, got.scores, np.zeros((len(q), 0, 4), np.float32))

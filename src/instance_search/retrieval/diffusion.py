@@ -11,7 +11,7 @@ neighbour with a negative similarity counts too); for alpha > 0 such a neighbour
 Database-side augmentation, alpha-DBA (Arandjelovic & Zisserman, CVPR 2012; the alpha weights of
 Radenovic et al. TPAMI 2018): the same formula applied to every database vector with its ``k``
 nearest *other* database vectors (:func:`knn`), so d_i' = l2(d_i + sum_{j in kNN(i)} s_ij^alpha d_j).
-k = 0 leaves the database as it is. The query is then searched against the augmented vectors.
+The query is then searched against the augmented vectors.
 
 Diffusion (Iscen, Tolias, Avrithis, Furon & Chum, "Efficient diffusion on region manifolds:
 recovering small objects with compact CNN representations", CVPR 2017), here on whole-image vectors
@@ -82,11 +82,6 @@ def _non_negative(key: str, value) -> None:
         raise InstanceSearchError(f"{key}={value}: must be 0 or more (0: average query expansion)")
 
 
-def _count_or_zero(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InstanceSearchError(f"{key}={value}: must be an integer of at least 0 (0: off)")
-
-
 def _open_unit(key: str, value) -> None:
     if not 0 < _real(key, value) < 1:
         raise InstanceSearchError(f"{key}={value}: must be in (0, 1)")
@@ -94,7 +89,7 @@ def _open_unit(key: str, value) -> None:
 
 _CHECKS = {EXPAND_ALPHA: _non_negative, EXPAND_NEIGHBOURS: _count, K: _count, ALPHA: _open_unit,
            GAMMA: _positive, QUERY_K: _count, ITERATIONS: _count, TOL: _positive,
-           DBA_K: _count_or_zero, DBA_ALPHA: _non_negative}
+           DBA_K: _count, DBA_ALPHA: _non_negative}
 
 
 def _lookup(params: Mapping, key: str):
@@ -110,8 +105,8 @@ def _lookup(params: Mapping, key: str):
 
 
 def check(params: Mapping) -> None:
-    """Validate the gem.expand.*, gem.search.dba.* and gem.rerank.diffusion.* values present in ``params`` (nested as in
-    params.yaml, or flat dotted keys); an absent key is left to the schema."""
+    """Validate the gem.expand.*, gem.search.dba.* and gem.rerank.diffusion.* values present in ``params``
+    (nested as in params.yaml, or flat dotted keys); an absent key is left to the schema."""
     for key, test in _CHECKS.items():
         value = _lookup(params, key)
         if value is not None:
@@ -167,11 +162,11 @@ def _expanded(q: np.ndarray, db: np.ndarray, top: np.ndarray, alpha: float) -> n
 
 def dba(db, k: int, alpha: float) -> np.ndarray:
     """alpha-DBA: each database vector (N, D) float64 expanded with its ``k`` nearest other database
-    vectors (:func:`knn`; at most N - 1) as alpha-QE expands a query; k = 0 returns the vectors L2-normalised."""
-    _count_or_zero(DBA_K, k)
+    vectors (:func:`knn`; at most N - 1) as alpha-QE expands a query."""
+    _count(DBA_K, k)
     _non_negative(DBA_ALPHA, alpha)
     db = _matrix(db, "database vectors")
-    if k == 0 or len(db) < 2:
+    if len(db) < 2:
         return l2(db)
     return _expanded(db, db, knn(db, k)[0], alpha)
 

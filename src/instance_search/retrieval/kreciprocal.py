@@ -99,10 +99,9 @@ def _expand(r: sp.csr_matrix, rh: sp.csr_matrix, sizes: np.ndarray) -> sp.csr_ma
     return star
 
 
-def _kernel(star: sp.csr_matrix, left: np.ndarray, db: np.ndarray, self_weight: float) -> tuple[sp.csr_matrix,
-                                                                                             np.ndarray]:
-    """(V csr float64, Z): e^-d(x, y) on the entries of ``star`` (x a row of ``left``, y of ``db``),
-    divided by each row's sum plus ``self_weight`` (the query's own e^0, which is not a database column)."""
+def _kernel(star: sp.csr_matrix, left: np.ndarray, db: np.ndarray, self_weight: float) -> sp.csr_matrix:
+    """V (csr float64): e^-d(x, y) on the entries of ``star`` (x a row of ``left``, y of ``db``), divided
+    by each row's sum plus ``self_weight`` (the query's own e^0, which is not a database column)."""
     coo = star.tocoo()
     rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
     s = np.empty(len(rows))
@@ -114,7 +113,7 @@ def _kernel(star: sp.csr_matrix, left: np.ndarray, db: np.ndarray, self_weight: 
     z = np.bincount(rows, w, minlength=star.shape[0]) + self_weight
     v = sp.csr_matrix((w / z[rows], (rows, cols)), shape=star.shape)
     v.sort_indices()
-    return v, z
+    return v
 
 
 class KReciprocal:
@@ -133,7 +132,7 @@ class KReciprocal:
         r1 = _reciprocal(self.idx, self.k1)
         self.rh = _reciprocal(self.idx, self.h)
         self.rh_sizes = np.diff(self.rh.indptr)
-        self.v, _ = _kernel(_expand(r1, self.rh, self.rh_sizes), self.db, self.db, 0.0)
+        self.v = _kernel(_expand(r1, self.rh, self.rh_sizes), self.db, self.db, 0.0)
         qe = _indicator(np.arange(n), np.arange(n), (n, n)) + _neighbours(self.idx, self.k2 - 1)
         self.v_qe = sp.csc_matrix(sp.diags(1.0 / np.asarray(qe.sum(axis=1)).ravel()) @ qe @ self.v)
         self.v_qe.sort_indices()
@@ -167,7 +166,7 @@ class KReciprocal:
         reciprocal = np.take_along_axis(s, top, axis=1) > self.cut[top]
         rows = np.repeat(np.arange(b), top.shape[1]).reshape(top.shape)
         rq = _indicator(rows[reciprocal], top[reciprocal], (b, n))   # R(q, k1) without q itself
-        vq, z = _kernel(_expand(rq, self.rh, self.rh_sizes), q, self.db, 1.0)
+        vq = _kernel(_expand(rq, self.rh, self.rh_sizes), q, self.db, 1.0)
         near = order[:, :self.k2 - 1]
         count = 1 + near.shape[1]                               # q and its k2 - 1 nearest
         nq = _indicator(np.repeat(np.arange(b), near.shape[1]), near.ravel(), (b, n))
