@@ -343,6 +343,17 @@ def test_gem_kreciprocal_and_dba_through_the_method():
         g.rerank(db, queries, first, _params(rerank={"mode": "window"}), "cosine", 0.8)
 
 
+def test_the_database_builds_each_setting_once_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    db, _ = _db()
+    setting = {"k1": 2, "k2": 1, "lambda": 0.3}
+    with ThreadPoolExecutor(4) as pool:  # the web page's request threads
+        got = list(pool.map(lambda _: db.kreciprocal(setting, {"k": 1, "alpha": 1}), range(8)))
+    assert all(g is got[0] for g in got)
+    assert got[0] is not db.kreciprocal(setting)                # another database: the stored vectors
+
+
 def test_gem_options_and_their_description():
     g = methods.get("gem")
     p = _params()
@@ -350,7 +361,7 @@ def test_gem_options_and_their_description():
     assert set(opts) == {"diffusion", "kreciprocal", "aqe", "dba", "dba+aqe"}
     assert opts["dba"]["search"] == {"augment": "dba"} and opts["dba+aqe"]["expand"] == {"mode": "aqe"}
     assert g.second_stage(p) == "no re-ranking"
-    assert g.second_stage(_params(search={"augment": "dba", "dba": {"k": 10, "alpha": 3}}, rerank={"mode": "kreciprocal"},
-                                  expand={"mode": "aqe"})) == (
+    assert g.second_stage(_params(search={"augment": "dba", "dba": {"k": 10, "alpha": 3}},
+                                  rerank={"mode": "kreciprocal"}, expand={"mode": "aqe"})) == (
         "alpha-DBA over the database's 10 nearest, then k-reciprocal re-ranking (Jaccard distance), "
         "then alpha-QE over the top 2")

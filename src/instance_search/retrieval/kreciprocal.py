@@ -26,11 +26,11 @@ neighbourhood over it (N x N):
   N x N); a query never enters a database image's neighbourhood there, and V_g has no entry for q;
 * the query's own set: g in R(q, k1) when g is among q's k1 nearest database images and q would be
   among g's k1 nearest, i.e. s(q, g) beats (strictly: a tie goes to the database) g's k1-th best
-  database similarity; its R* expansion uses the database's R(c, h); V_q has its own entry e^0 for
-  q, which no database row shares; its local expansion averages V_q with the V of q's k2 - 1 nearest
-  database images;
+  database similarity (always, where g has at most k1 others); its R* expansion uses the database's
+  R(c, h); V_q has its own entry e^0 for q, which no database row shares; its local expansion
+  averages V_q with the V of q's k2 - 1 nearest database images;
 * d is a fixed scaling of |x - y|^2 to [0, 1], where the authors' code divides each row by its
-  largest distance (which needs each image's farthest one: a second pass over N x N).
+  largest distance (which needs each image's farthest one: a second pass over all pairs).
 """
 
 from __future__ import annotations
