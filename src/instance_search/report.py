@@ -127,18 +127,19 @@ def write_table(metrics_paths, method: str, similarity: str, md_path, csv_path,
 # ------------------------------------------------------------------------------ second-stage options
 
 # Column order of the options table; a method's option not listed here follows, sorted.
-OPTION_ORDER = ("bow", "bow+window", "bow+sv", "asmk", "asmk+window", "asmk+sv", "regions", "diffusion", "aqe")
+OPTION_ORDER = ("bow", "bow+window", "bow+sv", "asmk", "asmk+window", "asmk+sv", "regions", "diffusion",
+                "kreciprocal", "aqe", "dba", "dba+aqe")
 OPTION_METRICS = ("mAP", "NDCG", *PRECISION_KEYS, "N-S")
 OPTIONS_NOTE = (
-    "Each second-stage option of each method, run from the same first stage with the params' other settings "
-    "and without query expansion (but aqe, which is one). Bags of words: each aggregation's first stage (bow = "
-    "tf-idf bag of words, asmk = ASMK*; first_stage is the one search.aggregation picks), then +window = best "
-    "sliding window of the box's words, +sv = spatial verification (RANSAC over the matches whose residual "
-    "bits agree, scored by how far the inliers exceed chance); regions = best "
-    "proposal (frcnn), diffusion = the database's k-NN graph (gem), aqe = alpha-weighted query expansion (gem). "
-    "mP@k: revisitop's mean precision at k. N-S: positives in the top 4 (UKBench's score; defined for every "
-    "dataset). best: the highest, ties to "
-    "the left."
+    "Each second-stage option of each method, run from the same first stage with the params' other settings and"
+    " without query expansion (but aqe and dba+aqe, which have it). Bags of words: each aggregation's first "
+    "stage (bow = tf-idf bag of words, asmk = ASMK*; first_stage is the one search.aggregation picks), then "
+    "+window = best sliding window of the box's words, +sv = spatial verification (RANSAC over the matches "
+    "whose residual bits agree, scored by how far the inliers exceed chance); regions = best proposal (frcnn), "
+    "diffusion = the database's k-NN graph (gem), kreciprocal = k-reciprocal re-ranking (gem), aqe = alpha-"
+    "weighted query expansion (gem), dba = database-side augmentation, a search of its own (gem). mP@k: "
+    "revisitop's mean precision at k. N-S: positives in the top 4 (UKBench's score; defined for every dataset). "
+    "best: the highest, ties to the left."
 )
 
 

@@ -4,9 +4,13 @@
   query's image cropped to its box (LS; the whole image's vector when the box covers it) and whole (GS).
 - **Learn**: an optional PCA-whitening (L2 -> whiten -> L2) of the database vectors (``pca_dim``; 0:
   none), learned on the same dataset's database (the tables say so: ``whitening`` label).
-- **Search**: cosine or weighted cosine between the query and database vectors.
-- **Re-rank** (``rerank.mode``): ``none``, or ``diffusion`` (Iscen et al., CVPR 2017) on the mutual
-  k-NN graph of the database vectors (``retrieval.diffusion``), built once per database and setting.
+- **Search**: cosine or weighted cosine between the query and database vectors; with
+  ``search.augment: dba`` against the database-side augmented vectors (alpha-DBA,
+  ``retrieval.diffusion.dba``), computed once per database and setting, which every later stage uses.
+- **Re-rank** (``rerank.mode``): ``none``, ``diffusion`` (Iscen et al., CVPR 2017) on the mutual
+  k-NN graph of the database vectors (``retrieval.diffusion``), or ``kreciprocal`` (Zhong et al.,
+  CVPR 2017: Jaccard distance of k-reciprocal sets, ``retrieval.kreciprocal``); each built once per
+  database and setting.
 - **Expand** (``expand.mode``): ``none``, or ``aqe``: alpha-weighted query expansion (Radenovic et al.)
   over the current ranking's top ``neighbours``, then the whole database searched again.
 
@@ -25,7 +29,7 @@ import numpy as np
 
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
-from ..retrieval import diffusion, linalg
+from ..retrieval import diffusion, kreciprocal, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, rank
@@ -41,20 +45,49 @@ class GlobalDatabase:
     vectors: np.ndarray              # float32 (n_database, D), prepared
     queries: dict[str, np.ndarray]   # the benchmark queries' ls and gs vectors, prepared
     n_database: int
-    graphs: dict = field(default_factory=dict)  # diffusion graphs built so far, by setting
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    graphs: dict = field(default_factory=dict)  # augmented vectors and graphs built so far, by setting
+    lock: threading.RLock = field(default_factory=threading.RLock)  # re-entrant: a graph asks for the vectors
 
     @property
     def n_images(self) -> int:
         return len(self.vectors) + len(self.queries["gs"])
 
-    def diffusion(self, d: dict) -> diffusion.Diffusion:
-        """The database's diffusion graph for these settings (built once: the web page asks again)."""
-        key = (d["k"], d["gamma"], d["alpha"])
-        with self.lock:
+    def _built(self, key: tuple, build):
+        with self.lock:  # built once: the web page's threads ask again
             if key not in self.graphs:
-                self.graphs[key] = diffusion.Diffusion(self.vectors, d["k"], d["gamma"], d["alpha"])
+                self.graphs[key] = build()
             return self.graphs[key]
+
+    def searched(self, dba: dict | None) -> np.ndarray:
+        """The database vectors the query is searched against: as stored (None), or augmented (search.dba)."""
+        if dba is None:
+            return self.vectors
+        return self._built(("dba", dba["k"], dba["alpha"]),
+                           lambda: diffusion.dba(self.vectors, dba["k"], dba["alpha"]).astype(np.float32))
+
+    def diffusion(self, d: dict, dba: dict | None = None) -> diffusion.Diffusion:
+        """The diffusion graph of the (augmented) database for these settings."""
+        return self._built(("diffusion", d["k"], d["gamma"], d["alpha"], *_dba_key(dba)),
+                           lambda: diffusion.Diffusion(self.searched(dba), d["k"], d["gamma"], d["alpha"]))
+
+    def kreciprocal(self, r: dict, dba: dict | None = None) -> kreciprocal.KReciprocal:
+        """The k-reciprocal sets and V of the (augmented) database for these settings."""
+        return self._built(("kreciprocal", r["k1"], r["k2"], *_dba_key(dba)),
+                           lambda: kreciprocal.KReciprocal(self.searched(dba), r["k1"], r["k2"]))
+
+
+def _dba_key(dba: dict | None) -> tuple:
+    return ("stored",) if dba is None else ("dba", dba["k"], dba["alpha"])
+
+
+def _dba(p: dict) -> dict | None:
+    """search.dba's settings where search.augment is dba; None: the vectors as stored."""
+    mode = p["search"].get("augment", "none")
+    if mode == "none":
+        return None
+    if mode != "dba":
+        raise InstanceSearchError(f"gem.search.augment={mode!r}: expected none or dba")
+    return p["search"]["dba"]
 
 
 class GlobalMethod:
@@ -69,13 +102,23 @@ class GlobalMethod:
         return {"whitening": "same dataset" if p["codebook"]["pca_dim"] else "none"}
 
     def options(self, p: dict) -> dict[str, dict]:
-        """Diffusion re-ranking, and alpha-QE on the first stage."""
-        return {"diffusion": {"rerank": {"mode": "diffusion"}, "expand": {"mode": "none"}},
-                "aqe": {"rerank": {"mode": "none"}, "expand": {"mode": "aqe"}}}
+        """Diffusion and k-reciprocal re-ranking, alpha-QE on the first stage, and alpha-DBA alone and
+        with alpha-QE (a search of its own where search.augment is none)."""
+        dba = {"augment": "dba"}
+        none, aqe = {"mode": "none"}, {"mode": "aqe"}
+        return {"diffusion": {"rerank": {"mode": "diffusion"}, "expand": none},
+                "kreciprocal": {"rerank": {"mode": "kreciprocal"}, "expand": none},
+                "aqe": {"rerank": none, "expand": aqe},
+                "dba": {"search": dba, "rerank": none, "expand": none},
+                "dba+aqe": {"search": dba, "rerank": none, "expand": aqe}}
 
     def second_stage(self, p: dict) -> str:
-        r, e = p["rerank"], p["expand"]
-        parts = ["diffusion over the database's k-NN graph"] if r["mode"] == "diffusion" else []
+        r, e, dba = p["rerank"], p["expand"], _dba(p)
+        parts = [f"alpha-DBA over the database's {dba['k']} nearest"] if dba else []
+        if r["mode"] == "diffusion":
+            parts.append("diffusion over the database's k-NN graph")
+        elif r["mode"] == "kreciprocal":
+            parts.append("k-reciprocal re-ranking (Jaccard distance)")
         if e["mode"] == "aqe":
             parts.append(f"alpha-QE over the top {e['neighbours']}")
         return ", then ".join(parts) or "no re-ranking"
@@ -107,19 +150,24 @@ class GlobalMethod:
 
     def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
         q = queries.searched(p["search"]["query"])
-        return Ranking(*rank(sim.scores(q, db.vectors, similarity, alpha)))
+        return Ranking(*rank(sim.scores(q, db.searched(_dba(p)), similarity, alpha)))
 
     def rerank(self, db: GlobalDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
                progress: Progress | None = None) -> Ranking:
-        """Diffusion from the searched query over the database's k-NN graph (rerank.mode: diffusion)."""
-        r = p["rerank"]
+        """Diffusion from the searched query over the database's k-NN graph (rerank.mode: diffusion), or
+        k-reciprocal re-ranking of the whole database (kreciprocal): both rank every database image."""
+        r, dba = p["rerank"], _dba(p)
         if r["mode"] == "none":
             return first.with_no_boxes()
-        if r["mode"] != "diffusion":
-            raise InstanceSearchError(f"gem.rerank.mode={r['mode']!r}: expected none or diffusion")
-        d = r["diffusion"]  # each value checked where it is used (retrieval.diffusion)
+        if r["mode"] not in ("diffusion", "kreciprocal"):
+            raise InstanceSearchError(f"gem.rerank.mode={r['mode']!r}: expected none, diffusion or kreciprocal")
         q = linalg.l2(np.asarray(queries.searched(p["search"]["query"]), np.float64))
-        ranks, scores = db.diffusion(d).rank(q, d["query_k"], d["iterations"], d["tol"])
+        if r["mode"] == "diffusion":
+            d = r["diffusion"]  # each value checked where it is used (retrieval.diffusion)
+            ranks, scores = db.diffusion(d, dba).rank(q, d["query_k"], d["iterations"], d["tol"])
+        else:
+            k = r["kreciprocal"]  # checked in retrieval.kreciprocal
+            ranks, scores = db.kreciprocal(k, dba).rank(q, k["lambda"])
         if progress is not None:
             progress(len(q), len(q))
         return Ranking(ranks.astype(np.int32), scores.astype(np.float32), np.zeros((len(q), 0, 4), np.float32))
@@ -133,6 +181,7 @@ class GlobalMethod:
         if e["mode"] != "aqe":
             raise InstanceSearchError(f"gem.expand.mode={e['mode']!r}: expected none or aqe")
         q = queries.searched(p["search"]["query"])
-        expanded = diffusion.alpha_qe(q, db.vectors, ranking.ranks, e["neighbours"], e["alpha"])
-        got = Ranking(*rank(sim.scores(expanded, db.vectors, similarity, alpha)))
+        vectors = db.searched(_dba(p))
+        expanded = diffusion.alpha_qe(q, vectors, ranking.ranks, e["neighbours"], e["alpha"])
+        got = Ranking(*rank(sim.scores(expanded, vectors, similarity, alpha)))
         return Ranking(got.ranks, got.scores, np.zeros((len(q), 0, 4), np.float32))

@@ -8,6 +8,11 @@ with no human annotation", TPAMI 2018): query q with first-stage results d_1, d_
 alpha = 0 is average query expansion (Chum et al., ICCV 2007): every weight is 1 (0^0 = 1, so a
 neighbour with a negative similarity counts too); for alpha > 0 such a neighbour adds nothing.
 
+Database-side augmentation, alpha-DBA (Arandjelovic & Zisserman, CVPR 2012; the alpha weights of
+Radenovic et al. TPAMI 2018): the same formula applied to every database vector with its ``k``
+nearest *other* database vectors (:func:`knn`), so d_i' = l2(d_i + sum_{j in kNN(i)} s_ij^alpha d_j).
+The query is then searched against the augmented vectors.
+
 Diffusion (Iscen, Tolias, Avrithis, Furon & Chum, "Efficient diffusion on region manifolds:
 recovering small objects with compact CNN representations", CVPR 2017), here on whole-image vectors
 (the paper's global-descriptor variant) rather than regions:
@@ -51,6 +56,8 @@ GAMMA = "gem.rerank.diffusion.gamma"
 QUERY_K = "gem.rerank.diffusion.query_k"
 ITERATIONS = "gem.rerank.diffusion.iterations"
 TOL = "gem.rerank.diffusion.tol"
+DBA_K = "gem.search.dba.k"
+DBA_ALPHA = "gem.search.dba.alpha"
 
 
 def _count(key: str, value) -> None:
@@ -81,7 +88,8 @@ def _open_unit(key: str, value) -> None:
 
 
 _CHECKS = {EXPAND_ALPHA: _non_negative, EXPAND_NEIGHBOURS: _count, K: _count, ALPHA: _open_unit,
-           GAMMA: _positive, QUERY_K: _count, ITERATIONS: _count, TOL: _positive}
+           GAMMA: _positive, QUERY_K: _count, ITERATIONS: _count, TOL: _positive,
+           DBA_K: _count, DBA_ALPHA: _non_negative}
 
 
 def _lookup(params: Mapping, key: str):
@@ -97,8 +105,8 @@ def _lookup(params: Mapping, key: str):
 
 
 def check(params: Mapping) -> None:
-    """Validate the gem.expand.* and gem.rerank.diffusion.* values present in ``params`` (nested as in
-    params.yaml, or flat dotted keys); an absent key is left to the schema."""
+    """Validate the gem.expand.*, gem.search.dba.* and gem.rerank.diffusion.* values present in ``params``
+    (nested as in params.yaml, or flat dotted keys); an absent key is left to the schema."""
     for key, test in _CHECKS.items():
         value = _lookup(params, key)
         if value is not None:
@@ -134,6 +142,11 @@ def alpha_qe(q, db, top, n: int, alpha: float) -> np.ndarray:
     top = top[:, :n]
     if top.size and (top.min() < 0 or top.max() >= len(db)):
         raise InstanceSearchError(f"first-stage ranks name database images outside 0..{len(db) - 1}")
+    return _expanded(q, db, top, alpha)
+
+
+def _expanded(q: np.ndarray, db: np.ndarray, top: np.ndarray, alpha: float) -> np.ndarray:
+    """l2(q_i + sum_j max(0, q_i . d_j)^alpha d_j) over j in top[i] (q, d_j L2-normalised first)."""
     qn = l2(q)
     out = qn.copy()
     # Blocks of queries bound the gathered (queries, n, D) neighbour array; within one it is vectorised.
@@ -145,6 +158,17 @@ def alpha_qe(q, db, top, n: int, alpha: float) -> np.ndarray:
         weight = np.maximum(sim, 0.0) ** alpha                  # alpha = 0: 0^0 = 1, plain averaging
         out[rows] += np.einsum("ij,ijd->id", weight, nb)
     return l2(out)
+
+
+def dba(db, k: int, alpha: float) -> np.ndarray:
+    """alpha-DBA: each database vector (N, D) float64 expanded with its ``k`` nearest other database
+    vectors (:func:`knn`; at most N - 1) as alpha-QE expands a query."""
+    _count(DBA_K, k)
+    _non_negative(DBA_ALPHA, alpha)
+    db = _matrix(db, "database vectors")
+    if len(db) < 2:
+        return l2(db)
+    return _expanded(db, db, knn(db, k)[0], alpha)
 
 
 def _top(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +194,28 @@ def _rows_per_block(n: int) -> int:
     return max(1, _BLOCK_ENTRIES // max(1, n))
 
 
+def knn(db, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64, similarities float64) (N, min(k, N - 1)): each database vector's k nearest other
+    database vectors by dot product, best first, equal similarities in database order. Computed in
+    blocks of rows, so the N x N similarities never exist at once."""
+    db = _matrix(db, "database vectors")
+    n = len(db)
+    k = max(0, min(int(k), n - 1))
+    idx, sims = np.zeros((n, k), np.int64), np.zeros((n, k))
+    if k == 0:
+        return idx, sims
+    step = _rows_per_block(n)
+    for start in range(0, n, step):
+        block = np.arange(start, min(start + step, n))
+        s = db[block] @ db.T
+        s[np.arange(len(block)), block] = -np.inf              # a vector is not its own neighbour
+        c, v = _top(s, k)          # in column order, so the stable sort leaves ties in database order
+        order = np.argsort(-v, axis=1, kind="stable")
+        idx[block] = np.take_along_axis(c, order, axis=1)
+        sims[block] = np.take_along_axis(v, order, axis=1)
+    return idx, sims
+
+
 def knn_graph(db, k: int, gamma: float) -> sp.csr_matrix:
     """Affinity W (N, N) csr float64 of the database vectors: mutual k nearest neighbours by dot product
     (itself excluded; k is capped at N - 1), weights max(0, s)^gamma, zero diagonal, symmetric."""
@@ -177,20 +223,11 @@ def knn_graph(db, k: int, gamma: float) -> sp.csr_matrix:
     _positive(GAMMA, gamma)
     db = _matrix(db, "database vectors")
     n = len(db)
-    k = min(k, n - 1)
-    if k < 1:                                                   # 0 or 1 vectors: no edges
+    idx, sims = knn(db, k)
+    if idx.shape[1] < 1:                                        # 0 or 1 vectors: no edges
         return sp.csr_matrix((n, n), dtype=np.float64)
-    step = _rows_per_block(n)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, step):
-        block = np.arange(start, min(start + step, n))
-        s = db[block] @ db.T
-        s[np.arange(len(block)), block] = -np.inf              # a vector is not its own neighbour
-        c, v = _top(s, k)
-        rows.append(np.repeat(block, k))
-        cols.append(c.ravel())
-        vals.append(np.maximum(v.ravel(), 0.0) ** gamma)
-    a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    a = sp.csr_matrix((np.maximum(sims.ravel(), 0.0) ** gamma, (rows, idx.ravel())), shape=(n, n))
     # Weights are >= 0, so the elementwise minimum with the transpose keeps exactly the mutual pairs, and
     # min(a_ij, a_ji) is symmetric to the bit even where the two blocks rounded s_ij differently.
     w = sp.csr_matrix(a.minimum(a.T))
