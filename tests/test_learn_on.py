@@ -87,7 +87,8 @@ def test_the_generated_dvc_yaml_gives_the_codebook_the_learning_sets_deps(tmp_pa
         codebook["do"]["cmd"])
     assert codebook["do"]["outs"] == ["results/${item.dataset}/gem/model.npz"]
     encode = stages["encode-gem"]
-    assert encode["matrix"] == {"dataset": "${run.datasets}"} and "results/${item.dataset}/gem/features" in encode["deps"]
+    assert encode["matrix"] == {"dataset": "${run.datasets}"}
+    assert "results/${item.dataset}/gem/features" in encode["deps"]
     two_datasets(root, learn_on={})
     stages = generate_dvc_yaml(root)
     assert stages["codebook-gem"]["matrix"] == {"dataset": "${run.datasets}"}
@@ -140,6 +141,12 @@ def test_a_model_learned_on_another_dataset(tmp_path):
     table = rows(root / "results/tables/gem_cosine.csv")
     assert table[A]["whitening"] == B and table[B]["whitening"] == "same dataset"
     assert f"| {B} |" in (root / "results/tables/gem_cosine.md").read_text(encoding="utf-8")
+
+    # A back on itself: its codebook re-runs (new inputs), B's does not (its own entry did not change)
+    two_datasets(root, learn_on={})
+    out = dry_run(root, "results/tables/gem_cosine.csv")
+    assert f"Learning the gem model of {A} on results/{A}/gem/features" in out, out[-3000:]
+    assert f"Learning the gem model of {B}" not in out, out[-3000:]
 
 
 def test_labels_say_where_each_model_was_learned():

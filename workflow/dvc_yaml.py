@@ -96,7 +96,7 @@ def _value(v, method: str | None = None) -> str:
 
 def _same_set(v):
     """An input of the learning set ({learn_on}) where every dataset learns on itself: the dataset's own."""
-    return v.replace("{learn_on}", "{dataset}") if isinstance(v, str) else [x.replace("{learn_on}", "{dataset}") for x in v]
+    return v.replace("{learn_on}", "{dataset}") if isinstance(v, str) else [_same_set(x) for x in v]
 
 
 def learning_sets(params: dict, method: str) -> dict[str, str] | None:

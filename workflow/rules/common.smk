@@ -98,12 +98,21 @@ def _lookup(key):
     return node
 
 
+def _own_entry(value, wildcards):
+    """A codebook section with its learn_on narrowed to this dataset's entry: another dataset's entry changes
+    nothing here, so editing it re-runs only that dataset's codebook (and what follows), not every one."""
+    if isinstance(value, dict) and "learn_on" in value and "dataset" in wildcards:
+        return {**value, "learn_on": value["learn_on"].get(wildcards["dataset"], "")}
+    return value
+
+
 def step_params(name):
     """The rule's params: `tracked` (the values of the keys the step reads) and `args` (its arguments)."""
     s = STEPS[name]
 
     def tracked(wildcards):
-        return {key: _lookup(key) for key in s.tracked(dict(wildcards.items()))}
+        w = dict(wildcards.items())
+        return {key: _own_entry(_lookup(key), w) for key in s.tracked(w)}
 
     def args(wildcards, input, output):
         values = dict(wildcards.items())
