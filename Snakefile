@@ -22,6 +22,7 @@ PARAMS = params_file(workflow)  # what every step reads: params.yaml, or a profi
 check_config_is_params_file(config, PARAMS)  # the scripts read it themselves: no --config overrides
 validate(config, "workflow/schemas/params.schema.json")
 check_run_datasets(config)
+check_learn_on(config, PARAMS)
 # The compute rules (extract, codebook, encode, rank, rerank, expand) declare compute.threads; the step
 # applies the same count itself (instance_search.threads), so DVC, which declares nothing, runs it alike.
 THREADS = compute_threads(config)

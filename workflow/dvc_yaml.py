@@ -8,6 +8,8 @@ INSTANCE_SEARCH_DVC_DUMP set, writes each rule's named inputs, outputs, log and 
 metrics or uncached outs. Wildcards become a matrix over run.datasets and run.similarities; a step
 with a {method} runs that method's code, so it becomes one stage per method of run.methods (a DVC
 matrix cannot vary a stage's dependencies), each depending on the modules that method's step imports.
+The codebook's learning set (<method>.codebook.learn_on) is the dataset itself unless a dataset of
+run.datasets learns elsewhere: then that method's codebook stage is a foreach over run.datasets.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ HEADER = """\
 # GENERATED from the Snakemake rules and the step declarations by `make dvc-yaml` (workflow/dvc_yaml.py):
 # do not edit; a test checks that this file equals the generated one. The matrices run over
 # run.datasets x run.similarities of params.yaml; a step of a method is one stage per method of
-# run.methods (<step>-<method>): after changing run.methods, run make dvc-yaml.
+# run.methods (<step>-<method>): after changing run.methods, run make dvc-yaml. A method whose
+# <method>.codebook.learn_on learns a dataset's model on another's features has its codebook stage as a
+# foreach over run.datasets, each item naming its learning set: after changing either, run make dvc-yaml.
 #   dvc repro                                   everything (dvc.lock records what was run)
 #   dvc exp run -S sift.codebook.words=2000      an experiment: codebook and the steps after it
 #   dvc metrics show / dvc exp show             the metrics of evaluate, per experiment
@@ -90,8 +94,24 @@ def _value(v, method: str | None = None) -> str:
     return _item(v if isinstance(v, str) else folder_of(v), method)  # a list input: its folder, as the rule passes it
 
 
-def stage(name: str, rule: dict, method: str | None) -> dict:
+def _same_set(v):
+    """An input of the learning set ({learn_on}) where every dataset learns on itself: the dataset's own."""
+    return v.replace("{learn_on}", "{dataset}") if isinstance(v, str) else [_same_set(x) for x in v]
+
+
+def learning_sets(params: dict, method: str) -> dict[str, str] | None:
+    """{dataset: the dataset whose files learn its model} over run.datasets when one of them learns on another
+    (<method>.codebook.learn_on); None when each learns on itself."""
+    mapping, datasets = params[method]["codebook"].get("learn_on", {}), params["run"]["datasets"]
+    return {d: mapping.get(d, d) for d in datasets} if any(d in mapping for d in datasets) else None
+
+
+def stage(name: str, rule: dict, method: str | None, learning: dict[str, str] | None = None) -> dict:
+    """One stage; with ``learning`` (a rule with {learn_on} inputs), a foreach over its datasets whose items
+    name the learning set too: a DVC matrix cannot look a value up per item."""
     step = STEPS[name]
+    if learning is None:
+        rule = {**rule, "input": {k: _same_set(v) for k, v in rule["input"].items()}}
     wildcards = [w for w in MATRIX if any(f"{{{w}}}" in v for v in rule["output"].values())]
     values = {w: f"${{item.{w}}}" for w in wildcards}
     if method is not None:
@@ -108,29 +128,35 @@ def stage(name: str, rule: dict, method: str | None) -> dict:
         kind = "metrics" if key in METRICS else "outs"
         entry = {_item(path, method): {"cache": False}} if key in METRICS | UNCACHED else _item(path, method)
         out.setdefault(kind, []).append(entry)
+    if learning is not None:
+        out.pop("matrix")
+        return {"foreach": {d: {"dataset": d, "learn_on": src} for d, src in learning.items()}, "do": out}
     return out
 
 
-def render(rules: dict, run_methods: list[str]) -> str:
+def render(rules: dict, params: dict) -> str:
+    run_methods = params["run"]["methods"]
     stages = {}
     for name, rule in rules.items():
         wildcards = set(re.findall(r"\{(\w+)\}", " ".join(rule["output"].values())))
         if not wildcards <= {*MATRIX, "method"}:
             continue  # a rule with another wildcard (extract_part's part) is a Snakemake job of a step DVC runs whole
         if "method" in wildcards:
-            stages.update({f"{name}-{m}": stage(name, rule, m) for m in run_methods})
+            learns = any("{learn_on}" in str(v) for v in rule["input"].values())
+            stages.update({f"{name}-{m}": stage(name, rule, m, learning_sets(params, m) if learns else None)
+                           for m in run_methods})
         else:
             stages[name] = stage(name, rule, None)
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=10_000, default_flow_style=False)
     return HEADER + body + PLOTS
 
 
-def _run_methods() -> list[str]:
+def _params() -> dict:
     with open(ROOT / "params.yaml", encoding="utf-8") as f:
-        names = yaml.safe_load(f)["run"]["methods"]
-    for name in names:
+        params = yaml.safe_load(f)
+    for name in params["run"]["methods"]:
         methods.module(name, "family")  # an unknown name: the registry's one-line error
-    return names
+    return params
 
 
 def main(argv=None) -> int:
@@ -138,7 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("out", nargs="?", default=str(ROOT / "dvc.yaml"))
     ap.add_argument("--check", action="store_true", help="exit 1 if OUT differs from the generated file")
     args = ap.parse_args(argv)
-    text = render(dump_rules(), _run_methods())
+    text = render(dump_rules(), _params())
     if args.check:
         same = Path(args.out).is_file() and Path(args.out).read_text(encoding="utf-8") == text
         if not same:

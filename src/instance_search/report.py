@@ -64,7 +64,7 @@ def _protocol_row(dataset: str, protocol: str) -> str:
 
 
 # What a method's labels (Method.labels, in its metrics files) may hold: a column each where present.
-LABELS = ("proposals", "whitening")
+LABELS = ("proposals", "whitening", "words")
 
 
 def _row(dataset: str, stages: dict, published, m: dict) -> dict:
@@ -96,7 +96,7 @@ def build_table(metrics_paths, method: str, similarity: str, published: Mapping[
     """Rows = datasets in the order of ``metrics_paths`` (a revisited dataset: its E, M, H rows);
     columns :data:`TABLE_COLUMNS`; ``published``: the seed's mAP per dataset, shown beside ours."""
     rows = [row for p in metrics_paths for row in _table_rows(p, method, similarity, published or {})]
-    # frcnn's numbers depend on where its proposals came from, gem's on its whitening: a column says it
+    # frcnn's numbers depend on where its proposals came from, the others' on where their model was learned
     columns = TABLE_COLUMNS + [k for k in LABELS if any(r[k] for r in rows)]
     return pd.DataFrame(rows, columns=columns)
 

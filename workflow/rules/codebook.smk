@@ -2,10 +2,12 @@
 # sample, after an optional PCA-whitening) for bags of words, a whitening for region vectors.
 # A codebook whose device resolves to CUDA (codebook.device: cuda, or auto where this Snakemake sees
 # a GPU) declares one GPU, here and in encode (its word assignment); the other codebooks none.
+# <method>.codebook.learn_on: {<dataset>: <other>} learns <dataset>'s model on <other>'s ground truth and
+# features (the references whiten Oxford on Paris and the reverse: none of the test set leaks into it).
 rule codebook:
     input:
-        gnd=rules.prepare.output.gnd,
-        features=rules.extract.output.features,
+        gnd=learning_set(rules.prepare.output.gnd),
+        features=learning_set(rules.extract.output.features),
     output:
         model="results/{dataset}/{method}/model.npz",
     params:
@@ -20,6 +22,6 @@ rule codebook:
     conda:
         "../../envs/instance-search.yaml"
     message:
-        "Learning the {wildcards.method} model of {wildcards.dataset} (gpu={resources.gpu})"
+        "Learning the {wildcards.method} model of {wildcards.dataset} on {input.features} (gpu={resources.gpu})"
     shell:
         STEP

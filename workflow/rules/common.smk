@@ -54,6 +54,31 @@ def check_run_datasets(config):
         )
 
 
+def learn_on(config, method, dataset):
+    """The dataset whose features learn `method`'s model for `dataset` (<method>.codebook.learn_on; absent: itself)."""
+    return config[method]["codebook"].get("learn_on", {}).get(dataset, dataset)
+
+
+def check_learn_on(config, path):
+    """Each <method>.codebook.learn_on entry maps a dataset defined under datasets: to another one, extracted in
+    this run (run.datasets) when the entry's dataset runs."""
+    for method in config["run"]["methods"]:
+        for dataset, source in config[method]["codebook"].get("learn_on", {}).items():
+            key = f"{path}: key {method}.codebook.learn_on.{dataset}"
+            if dataset not in config["datasets"]:
+                problem = f"{dataset} is not defined under datasets:; define it there or remove the entry"
+            elif source not in config["datasets"]:
+                problem = f"{source} is not defined under datasets:; define it there or name one that is"
+            elif source == dataset:
+                problem = "a dataset learns on itself without an entry; remove it"
+            elif dataset in config["run"]["datasets"] and source not in config["run"]["datasets"]:
+                problem = (f"{source} is not in run.datasets, whose features are extracted; add it there "
+                           "or remove the entry")
+            else:
+                continue
+            raise WorkflowError(f"{key}: {problem}")
+
+
 def compute_threads(config):
     """compute.threads as a count ('all': the CPUs this process may use)."""
     from instance_search import threads
@@ -73,12 +98,21 @@ def _lookup(key):
     return node
 
 
+def _own_entry(value, wildcards):
+    """A codebook section with its learn_on narrowed to this dataset's entry: another dataset's entry changes
+    nothing here, so editing it re-runs only that dataset's codebook (and what follows), not every one."""
+    if isinstance(value, dict) and "learn_on" in value and "dataset" in wildcards:
+        return {**value, "learn_on": value["learn_on"].get(wildcards["dataset"], "")}
+    return value
+
+
 def step_params(name):
     """The rule's params: `tracked` (the values of the keys the step reads) and `args` (its arguments)."""
     s = STEPS[name]
 
     def tracked(wildcards):
-        return {key: _lookup(key) for key in s.tracked(dict(wildcards.items()))}
+        w = dict(wildcards.items())
+        return {key: _own_entry(_lookup(key), w) for key in s.tracked(w)}
 
     def args(wildcards, input, output):
         values = dict(wildcards.items())
@@ -102,6 +136,18 @@ def step_threads(name):
 
 def step_gpu(name):
     return lambda wildcards: STEPS[name].gpus(config, dict(wildcards.items()))
+
+
+def learning_set(path):
+    """An input of the dataset whose features learn the model (learn_on), in place of {dataset}'s own: only
+    that dataset's files become the codebook's inputs, so no other job gains a dependency."""
+
+    def of(wildcards):
+        w = dict(wildcards.items())
+        return path.format(**{**w, "dataset": learn_on(config, w["method"], w["dataset"])})
+
+    of.dvc_path = path.replace("{dataset}", "{learn_on}")  # read by dvc.smk: dvc_yaml.py fills it per dataset
+    return of
 
 
 def part_folders(name, folder):

@@ -8,10 +8,12 @@ def _dump_rules(path, names):
     dump = {}
     for name in names:
         proxy = getattr(rules, name)
+        own = dict(proxy.rule.input.items())  # the input functions themselves (the proxy wraps them)
         dump[name] = {
-            # an input function (extract's part folders) is Snakemake's alone: DVC runs the step whole
-            "input": {k: v if isinstance(v, str) else [str(x) for x in v] for k, v in proxy.input.items()
-                      if not callable(v)},
+            # an input function (extract's part folders) is Snakemake's alone: DVC runs the step whole; one
+            # with a dvc_path (the codebook's learning set) is a path with a {learn_on} wildcard
+            "input": {k: own[k].dvc_path if callable(v) else v if isinstance(v, str) else [str(x) for x in v]
+                      for k, v in proxy.input.items() if not callable(v) or hasattr(own[k], "dvc_path")},
             "output": {k: str(v) for k, v in proxy.output.items()},
             "log": [str(x) for x in proxy.log],
             "tracked": list(getattr(proxy.params.tracked, "keys", ())),

@@ -80,7 +80,8 @@ class Method(Protocol):
     extraction: Extraction
     indexing: Indexing
 
-    def labels(self, p: dict) -> dict[str, str]: ...   # shown beside its numbers (frcnn: proposals)
+    # shown beside its numbers for one dataset (frcnn: proposals; where its model was learned: learned_on)
+    def labels(self, p: dict, dataset: str) -> dict[str, str]: ...
     # Its second-stage options, compared side by side (the options step): name -> the overrides of its
     # params section that select it (each with expansion off, but an expansion option)
     def options(self, p: dict) -> dict[str, dict]: ...
@@ -97,6 +98,15 @@ class Method(Protocol):
                progress: Progress | None = None) -> Ranking: ...
     def expand(self, db: Database, queries: Queries, ranking: Ranking, p: dict, similarity: str,
                alpha: float) -> Ranking: ...
+
+
+SAME_DATASET = "same dataset"
+
+
+def learned_on(p: dict, dataset: str) -> str:
+    """Where the method's model (codebook step) for ``dataset`` was learned: the dataset its params section's
+    codebook.learn_on names, else "same dataset" (its own database)."""
+    return p["codebook"].get("learn_on", {}).get(dataset, SAME_DATASET)
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from ..retrieval import asmk, bow, expansion, verification, vocabulary, windows
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box, in_box
 from ..retrieval.ranking import Ranking, check_first_stage, rank, reorder
-from .base import Progress, Queries
+from .base import Progress, Queries, learned_on
 from .bow_index import BowIndexing, Encoded
 from .local_features import LocalFeatures
 
@@ -81,9 +81,10 @@ class BagOfWords:
         self.indexing = indexing
         self.name = features.name
 
-    def labels(self, p: dict) -> dict[str, str]:
-        """What the metrics and tables must say beside the numbers (nothing for bags of words)."""
-        return {}
+    def labels(self, p: dict, dataset: str) -> dict[str, str]:
+        """What the metrics and tables must say beside the numbers: where the words (and their optional
+        PCA-whitening) were learned."""
+        return {"words": learned_on(p, dataset)}
 
     def options(self, p: dict) -> dict[str, dict]:
         """Each aggregation's first stage, then re-ranked by best sliding window or by spatial

@@ -33,7 +33,7 @@ from ..retrieval import diffusion, kreciprocal, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, rank
-from .base import Progress, Queries
+from .base import Progress, Queries, learned_on
 from .global_features import GemExtraction, covers_image, describe, extractor
 from .global_index import GlobalIndexing, prepare
 
@@ -97,9 +97,9 @@ class GlobalMethod:
         self.extraction = extraction
         self.indexing = indexing
 
-    def labels(self, p: dict) -> dict[str, str]:
+    def labels(self, p: dict, dataset: str) -> dict[str, str]:
         """Where the whitening was learned (the tables say it beside the numbers)."""
-        return {"whitening": "same dataset" if p["codebook"]["pca_dim"] else "none"}
+        return {"whitening": learned_on(p, dataset) if p["codebook"]["pca_dim"] else "none"}
 
     def options(self, p: dict) -> dict[str, dict]:
         """Diffusion and k-reciprocal re-ranking, alpha-QE on the first stage, and alpha-DBA alone and

@@ -34,7 +34,7 @@ from ..retrieval import expansion, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, by_image, check_first_stage, pick_best, rank, reorder
-from .base import Progress, Queries
+from .base import Progress, Queries, learned_on
 from .region_features import RegionExtraction, extractor
 from .region_index import RegionIndexing, prepare
 
@@ -57,9 +57,11 @@ class RegionMethod:
         self.extraction = extraction
         self.indexing = indexing
 
-    def labels(self, p: dict) -> dict[str, str]:
-        """What the metrics and tables must say beside the numbers: the proposal source (grid or rpn)."""
-        return {"proposals": p["extract"]["source"]}
+    def labels(self, p: dict, dataset: str) -> dict[str, str]:
+        """What the metrics and tables must say beside the numbers: the proposal source (grid or rpn), and
+        where the whitening was learned when there is one."""
+        white = {"whitening": learned_on(p, dataset)} if p["codebook"]["pca_dim"] else {}
+        return {"proposals": p["extract"]["source"], **white}
 
     def options(self, p: dict) -> dict[str, dict]:
         """Its one re-ranking, by best proposal, without expansion."""

@@ -23,7 +23,7 @@ def evaluate(params: dict, dataset: str, method: str, similarity: str, gnd: Path
     """Evaluate the first-stage, re-ranked and expanded rankings of one dataset x method x similarity."""
     summary = write_evaluation(gnd, {"first_stage": rank, "rerank": rerank, "expand": expand}, metrics, per_query,
                                params, dataset, method, similarity, pr_path=pr,
-                               labels=methods.get(method).labels(params[method]))
+                               labels=methods.get(method).labels(params[method], dataset))
     if summary.get("evaluated") is not False:
         log.info("%s/%s/%s: mAP %.4f first stage, %.4f re-ranked, %.4f expanded", dataset, method, similarity,
                  summary["first_stage"]["mAP"], summary["rerank"]["mAP"], summary["expand"]["mAP"])

@@ -110,7 +110,7 @@ def options(params: dict, similarity: str, gnd: PathLike, index: PathLike, rank:
     """
     ix = open_index(index, gnd)
     m = ix.method
-    head = {"dataset": ix.dataset, "method": m.name, "similarity": similarity, **m.labels(params[m.name])}
+    head = {"dataset": ix.dataset, "method": m.name, "similarity": similarity, **m.labels(params[m.name], ix.dataset)}
     if not ix.gnd.labelled or not ix.gnd.queries:
         log.info("%s: no ground truth: no options to compare", ix.dataset)
         write_json(options, {**head, "evaluated": False})
