@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install lock drift demo test browser slurm bench bench-codebook clean dvc-yaml dvc-lock
+.PHONY: install lock drift demo test browser slurm bench bench-codebook bench-ann clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,12 @@ bench: install
 	python benchmarks/codebook_speed.py --quick
 	python benchmarks/threads_speed.py
 	python benchmarks/global_speed.py
+	python benchmarks/ann_speed.py --quick
+
+# gem's approximate nearest neighbours at 100k and 1M database vectors (docs/benchmarks.md; ~15-20 minutes
+# on a 2-core CPU, ~3 GB of memory).
+bench-ann: install
+	python benchmarks/ann_speed.py
 
 # The issue's codebook figure: 25k words on 1M 512-d features (one iteration measured, 20 extrapolated;
 # about half an hour on a 2-core CPU).

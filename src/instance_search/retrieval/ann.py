@@ -70,8 +70,8 @@ def wanted(s: dict, n_database: int) -> bool:
 
 
 def nlist_for(s: dict, n: int) -> int:
-    """The cell count: ``nlist``, or (0) ~4 sqrt(N), at most N/39 (faiss' fewest training rows a cell)."""
-    return s["nlist"] or max(1, min(int(4 * np.sqrt(n)), n // 39))
+    """The cell count: ``nlist``, or (0) ~4 sqrt(N), at most train/39 (faiss' fewest training rows a cell)."""
+    return s["nlist"] or max(1, min(int(4 * np.sqrt(n)), min(s["train"], n) // 39))
 
 
 def build(vectors: np.ndarray, s: dict, prefix: str = "gem.encode.ann") -> np.ndarray:
@@ -91,6 +91,7 @@ def build(vectors: np.ndarray, s: dict, prefix: str = "gem.encode.ann") -> np.nd
     index.cp.seed = FAISS_SEED
     if s["pq"]:
         index.pq.cp.seed = FAISS_SEED
+        index.do_polysemous_training = False  # the factory's default: minutes of annealing no search here uses
     train = x[np.linspace(0, n - 1, min(s["train"], n)).astype(np.int64)] if s["train"] < n else x
     if len(train) < nlist:
         raise InstanceSearchError(f"{prefix}.train={s['train']}: fewer training vectors than the {nlist} cells")
