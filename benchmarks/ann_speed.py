@@ -187,8 +187,8 @@ def run(n: int, args, real: np.ndarray) -> list[str]:
     rows.append(("exact (faiss IndexFlatIP)", "", recall(got, truth), single, batch, time.perf_counter() - t0,
                  xb.nbytes))
     del flat
-    kinds = args.kinds or (["HNSW32_40", "IVF,Flat", "IVF,PQ32np,RFlat"] if args.quick else
-                           ["HNSW32_40", "IVF,Flat", "IVF,PQ32np,RFlat", "IVF,PQ64np,RFlat"])
+    kinds = args.kinds or (["HNSW32_40", "IVF,Flat", "IVF,PQ64np,RFlat", "pipeline-pq0"] if args.quick else
+                           ["HNSW32_40", "IVF,Flat", "IVF,PQ32np,RFlat", "IVF,PQ64np,RFlat", "pipeline-pq0"])
     ps = faiss.ParameterSpace()
     for kind in kinds:
         if kind.startswith("pipeline"):
@@ -224,7 +224,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="50k vectors, 100 queries, fewer settings")
     ap.add_argument("--sizes", type=int, nargs="+", help="database sizes (default 100000 1000000; quick: 100000)")
-    ap.add_argument("--kinds", nargs="+", help="faiss indexes: HNSW<M>_<efConstruction> or factory strings "
+    ap.add_argument("--kinds", nargs="+", help="pipeline-pq<bytes> (retrieval/ann.py as gem searches), "
+                                               "faiss indexes: HNSW<M>_<efConstruction> or factory strings "
                                                "with a bare IVF (nlist filled in), e.g. IVF,PQ32np,RFlat (np: no "
                                                "polysemous training, minutes no search here uses)")
     ap.add_argument("--dim", type=int, default=256)

@@ -157,6 +157,10 @@ def test_the_encode_step_saves_the_index_and_search_uses_it(tmp_path):
     want = g.search(g.load({k: v for k, v in files.items() if k != "ann"}, N), queries, p, "cosine", 0.5)
     np.testing.assert_array_equal(got.ranks[:, :300], want.ranks[:, :300])
     assert got.ranks.shape == want.ranks.shape == (len(q), N)
+    labelled = [np.array([want.ranks[j, 5], want.ranks[j, -1]]) for j in range(len(q))]
+    kept = got.kept(100, labelled, N)  # a stored ranking locates its labelled images in the whole ranking
+    assert [kept.position(j, labelled[j])[0] for j in range(len(q))] == [5] * len(q)
+    assert all(kept.position(j, labelled[j])[1] >= 300 for j in range(len(q)))
     expanded = g.expand(db, queries, got, p, "cosine", 0.5)  # the expanded query goes through the index too
     assert expanded.ranks.shape == (len(q), N)
     with pytest.raises(InstanceSearchError, match="gem.search.ann: missing"):
