@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: install lock drift demo test browser slurm bench bench-codebook gpu-check clean dvc-yaml dvc-lock
+.PHONY: install lock drift demo test browser slurm bench bench-codebook bench-ann gpu-check clean dvc-yaml dvc-lock
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,12 @@ bench: install
 	python benchmarks/codebook_speed.py --quick
 	python benchmarks/threads_speed.py
 	python benchmarks/global_speed.py
+	python benchmarks/ann_speed.py --quick
+
+# gem's approximate nearest neighbours at 100k and 1M database vectors (docs/benchmarks.md; ~15-20 minutes
+# on a 2-core CPU, ~3 GB of memory).
+bench-ann: install
+	python benchmarks/ann_speed.py
 
 # On a machine with CUDA: the agreement tests, the codebook on the GPU, extraction images/s per CNN method
 # (under 8 minutes; tests/test_gpu_check.py runs it with --dry on the CPU).

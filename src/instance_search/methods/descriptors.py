@@ -4,9 +4,12 @@
   query's image cropped to its box (LS; the whole image's vector when the box covers it) and whole (GS).
 - **Learn**: an optional PCA-whitening (L2 -> whiten -> L2) of the database vectors (``pca_dim``; 0:
   none), learned on the same dataset's database (the tables say so: ``whitening`` label).
-- **Search**: cosine or weighted cosine between the query and database vectors; with
-  ``search.augment: dba`` against the database-side augmented vectors (alpha-DBA,
-  ``retrieval.diffusion.dba``), computed once per database and setting, which every later stage uses.
+- **Search**: cosine or weighted cosine between the query and database vectors: all of them, or, where
+  the index holds an approximate-nearest-neighbour index (``encode.ann``), its top
+  ``search.ann.candidates`` scored exactly, then the rest of the database (:mod:`..retrieval.ann`).
+  With ``search.augment: dba`` the query is searched against the database-side augmented vectors
+  (alpha-DBA, ``retrieval.diffusion.dba``, exactly: the ANN index holds the stored vectors), computed
+  once per database and setting, which every later stage uses.
 - **Re-rank** (``rerank.mode``): ``none``, ``diffusion`` (Iscen et al., CVPR 2017) on the mutual
   k-NN graph of the database vectors (``retrieval.diffusion``), or ``kreciprocal`` (Zhong et al.,
   CVPR 2017: Jaccard distance of k-reciprocal sets, ``retrieval.kreciprocal``); each built once per
@@ -15,7 +18,8 @@
   over the current ranking's top ``neighbours``, then the whole database searched again.
 
 Index files (``index/``): ``vectors.npz`` (the database vectors, prepared), ``queries.npz`` (the
-benchmark queries' ls and gs vectors, prepared). Model (``model.npz``): the whitening, or nothing.
+benchmark queries' ls and gs vectors, prepared), ``ann.npz`` (only above ``encode.ann.min_images``: the
+serialised faiss index of the database vectors). Model (``model.npz``): the whitening, or nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
-from ..retrieval import diffusion, kreciprocal, linalg
+from ..retrieval import ann, diffusion, kreciprocal, linalg
 from ..retrieval import similarity as sim
 from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking, rank
@@ -45,6 +49,7 @@ class GlobalDatabase:
     vectors: np.ndarray              # float32 (n_database, D), prepared
     queries: dict[str, np.ndarray]   # the benchmark queries' ls and gs vectors, prepared
     n_database: int
+    ann: object = None               # the faiss index proposing candidates (None: exact search)
     graphs: dict = field(default_factory=dict)  # augmented vectors and graphs built so far, by setting
     lock: threading.RLock = field(default_factory=threading.RLock)  # re-entrant: a graph asks for the vectors
 
@@ -128,7 +133,10 @@ class GlobalMethod:
         v = files["vectors"]["vectors"]
         if len(v) != n_database:
             raise InstanceSearchError("vectors.npz describes another image list; re-run encode")
-        return GlobalDatabase(np.asarray(v, np.float32), files["queries"], n_database)
+        index = ann.load(files["ann"]["index"]) if "ann" in files else None
+        if index is not None and index.ntotal != n_database:
+            raise InstanceSearchError("ann.npz indexes another image list; re-run encode")
+        return GlobalDatabase(np.asarray(v, np.float32), files["queries"], n_database, index)
 
     def benchmark_queries(self, db: GlobalDatabase, gnd: GroundTruth) -> Queries:
         if len(db.queries["ls"]) != len(gnd.queries):
@@ -149,8 +157,7 @@ class GlobalMethod:
         return encode
 
     def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:
-        q = queries.searched(p["search"]["query"])
-        return Ranking(*rank(sim.scores(q, db.searched(_dba(p)), similarity, alpha)))
+        return _search(db, queries.searched(p["search"]["query"]), p, similarity, alpha)
 
     def rerank(self, db: GlobalDatabase, queries: Queries, first: Ranking, p: dict, similarity: str, alpha: float,
                progress: Progress | None = None) -> Ranking:
@@ -181,7 +188,19 @@ class GlobalMethod:
         if e["mode"] != "aqe":
             raise InstanceSearchError(f"gem.expand.mode={e['mode']!r}: expected none or aqe")
         q = queries.searched(p["search"]["query"])
-        vectors = db.searched(_dba(p))
-        expanded = diffusion.alpha_qe(q, vectors, ranking.ranks, e["neighbours"], e["alpha"])
-        got = Ranking(*rank(sim.scores(expanded, vectors, similarity, alpha)))
+        expanded = diffusion.alpha_qe(q, db.searched(_dba(p)), ranking.ranks, e["neighbours"], e["alpha"])
+        got = _search(db, expanded, p, similarity, alpha)
         return Ranking(got.ranks, got.scores, np.zeros((len(q), 0, 4), np.float32))
+
+
+def _search(db: GlobalDatabase, q: np.ndarray, p: dict, similarity: str, alpha: float) -> Ranking:
+    """The whole database ranked for each query: exactly, or the ANN index's candidates first (the index
+    holds the stored vectors, so an augmented database is searched exactly)."""
+    dba = _dba(p)
+    if db.ann is None or dba is not None:
+        return Ranking(*rank(sim.scores(q, db.searched(dba), similarity, alpha)))
+    sim.check(similarity, alpha)
+    if "ann" not in p["search"]:
+        raise InstanceSearchError("gem.search.ann: missing (nprobe, candidates); the index holds an ANN index "
+                                  "(gem.encode.ann), so the search needs its settings")
+    return Ranking(*ann.search(db.ann, q, db.vectors, p["search"]["ann"], similarity, alpha))

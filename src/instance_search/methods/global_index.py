@@ -1,5 +1,6 @@
 """The global-descriptor family's index: an optional PCA-whitening (learn) and the prepared database
-and benchmark-query vectors (encode: L2 -> whiten -> L2).
+and benchmark-query vectors (encode: L2 -> whiten -> L2), with an approximate-nearest-neighbour index of
+the database vectors where ``encode.ann`` asks for one at this database size (:mod:`..retrieval.ann`).
 
 The codebook and encode steps import this module, not the search code (:mod:`.descriptors`).
 """
@@ -13,7 +14,7 @@ import numpy as np
 from ..errors import InstanceSearchError
 from ..groundtruth import GroundTruth
 from ..io import load_npz, read_json
-from ..retrieval import linalg
+from ..retrieval import ann, linalg
 from .global_features import GemExtraction
 
 
@@ -47,10 +48,21 @@ class GlobalIndexing:
             raise InstanceSearchError(f"{features}: {manifest['n_images']} images but the ground truth lists "
                                       f"{len(gnd.images)}; re-run extract")
         white = linalg.whitening_from(model)
-        return {"vectors": {"vectors": prepare(f["vectors"][:gnd.n_database], white)},
-                "queries": {"ls": prepare(f["ls"], white), "gs": prepare(f["gs"], white)}}
+        vectors = prepare(f["vectors"][:gnd.n_database], white)
+        return {"vectors": {"vectors": vectors},
+                "queries": {"ls": prepare(f["ls"], white), "gs": prepare(f["gs"], white)}, **_ann(vectors, p)}
 
     def join(self, parts: list[dict[str, dict]], n_database: int, p: dict) -> dict[str, dict]:
         dim = parts[0]["vectors"]["vectors"].shape[1]
-        return {"vectors": {"vectors": np.concatenate([f["vectors"]["vectors"] for f in parts])},
-                "queries": {k: np.zeros((0, dim), np.float32) for k in ("ls", "gs")}}
+        vectors = np.concatenate([f["vectors"]["vectors"] for f in parts])
+        return {"vectors": {"vectors": vectors},
+                "queries": {k: np.zeros((0, dim), np.float32) for k in ("ls", "gs")}, **_ann(vectors, p)}
+
+
+def _ann(vectors: np.ndarray, p: dict) -> dict[str, dict]:
+    """``ann.npz`` (the serialised faiss index) where encode.ann asks for one at this size; nothing
+    otherwise, so an index below the threshold holds the same files, byte for byte, as without it."""
+    s = p.get("ann")  # an index encoded before the setting existed has none
+    if s is None or not ann.wanted(s, len(vectors)):
+        return {}
+    return {"ann": {"index": ann.build(vectors, s)}}
