@@ -165,3 +165,21 @@ def test_the_encode_step_saves_the_index_and_search_uses_it(tmp_path):
     assert expanded.ranks.shape == (len(q), N)
     with pytest.raises(InstanceSearchError, match="gem.search.ann: missing"):
         g.search(db, queries, {"search": {"query": "ls"}}, "cosine", 0.5)
+
+
+def test_an_augmented_database_is_searched_exactly_beside_an_ann_index(tmp_path):
+    """search.augment: dba replaces the database vectors, which the ANN index does not hold: the search and
+    the expansion then rank the augmented vectors exactly, as without an index."""
+    a = _encode(tmp_path, "a", {"ann": BUILD})
+    _, files = read_files(a)
+    g = methods.get("gem")
+    with_index, without = g.load(files, N), g.load({k: v for k, v in files.items() if k != "ann"}, N)
+    q = files["queries"]["ls"]
+    queries = Queries(["q"] * len(q), box=q, image=q)
+    p = {"search": {"query": "ls", "augment": "dba", "dba": {"k": 2, "alpha": 3},
+                    "ann": {"nprobe": 1, "candidates": 10}},
+         "expand": {"mode": "aqe", "alpha": 3, "neighbours": 2}}
+    got, want = g.search(with_index, queries, p, "cosine", 0.5), g.search(without, queries, p, "cosine", 0.5)
+    np.testing.assert_array_equal(got.ranks, want.ranks)
+    np.testing.assert_array_equal(g.expand(with_index, queries, got, p, "cosine", 0.5).ranks,
+                                  g.expand(without, queries, want, p, "cosine", 0.5).ranks)
