@@ -97,6 +97,8 @@ class GlobalMethod:
     def image_encoder(self, extraction: dict, model: dict, db: GlobalDatabase):
         ex = extractor(extraction, device="auto")
         white = linalg.whitening_from(model)
+        # one image: decoded here, not in DataLoader worker processes started for it (the same pixels)
+        extraction = {**extraction, "workers": 0}
 
         def encode(path: str, width: int, height: int, box: Box | None, searched: str | None = None) -> Queries:
             # each vector is 3 forward passes: only the one(s) that search, rerank and expand read
