@@ -114,6 +114,12 @@ def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *,
         box = check_box_order(box)
         check_box_inside(box, width, height, image)
     first_stage = params[index.method.name]["search"]["query"] if box is not None else "gs"
+    if index.method.extraction.uses_gpu and "OMP_NUM_THREADS" not in os.environ:
+        # a CNN: one torch thread on 2 cores, as blcf's and xfeat's encoders set it, before the network
+        # is built; gem's 3 passes took 7 s at torch's default 2 threads beside other work, 0.5 s at 1
+        # (docs/benchmarks.md)
+        from .methods.local_features import share_cores
+        share_cores()
     queries = index.image_query(image, width, height, box, searched=first_stage)  # only what the search reads
     timings = {"extract": time.perf_counter() - start}
 
