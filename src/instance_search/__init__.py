@@ -6,6 +6,8 @@ The query API (:mod:`instance_search.api`: ``open_index``, ``SearchIndex``, ``An
 ``import instance_search`` stays cheap (no numpy, OpenCV or torch).
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _API = ("Answer", "Hit", "Query", "SearchIndex", "load_params", "open_index", "read_queries")
@@ -14,8 +16,9 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
-
+        # by name, not an import statement: the workflow's stages depend on the modules their code imports
+        # (pipeline/code.py reads import statements), and every one imports this package
+        api = importlib.import_module(f"{__name__}.api")
         return getattr(api, name)
     raise AttributeError(f"module 'instance_search' has no attribute {name!r}")
 
