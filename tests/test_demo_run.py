@@ -33,6 +33,8 @@ import workflow_tools
 import yaml
 from workflow_tools import copy_dvc_state, copy_repo, git, output_of, tail
 
+from instance_search import report
+
 pytestmark = pytest.mark.workflow
 
 DEMO_TIMEOUT = 1800
@@ -161,7 +163,7 @@ def test_options_tables_agree_with_the_pipeline(demo):
             assert options["first_stage"] == metrics["first_stage"], (method, similarity)
             assert options["options"][option] == metrics[stage], (method, similarity, option)
         table = (demo / f"results/tables/options_{similarity}.csv").read_text(encoding="utf-8").splitlines()
-        assert len(table) == 1 + 3 * len(SELECTED) and table[0].endswith(",best")
+        assert len(table) == 1 + len(report.OPTION_METRICS) * len(SELECTED) and table[0].endswith(",best")
 
 
 def test_rankings_kept_to_their_top_evaluate_as_the_whole_ones(demo, tmp_path):

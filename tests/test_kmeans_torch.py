@@ -159,7 +159,8 @@ def test_codebook_and_encode_declare_a_gpu_where_the_codebook_runs_on_cuda(tmp_p
     expected = {"sift": 1, "blcf": auto, "frcnn": 0, "gem": 0, "xfeat": auto}
     for d in params["run"]["datasets"]:
         for m in params["run"]["methods"]:
-            assert f"Learning the {m} model of {d} (gpu={expected[m]})" in out, (m, out[-3000:])
+            assert f"Learning the {m} model of {d} on results/{d}/{m}/features (gpu={expected[m]})" in out, \
+                (m, out[-3000:])
             assert f"Encoding {d} with the {m} model (gpu={expected[m]})" in out, m
 
 

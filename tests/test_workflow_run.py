@@ -20,6 +20,8 @@ import workflow_tools
 import yaml
 from workflow_tools import CODEBOOK_SIZE, copy_repo, get_key, git, output_of, set_key, tail
 
+from instance_search import report
+
 pytestmark = pytest.mark.workflow
 
 RUN_TIMEOUT = 600
@@ -130,9 +132,10 @@ def test_snakemake_from_scratch_runs_the_benchmark_and_a_photo_folder(tiny_repo)
             table = (root / f"results/tables/{m}_{s}.csv").read_text(encoding="utf-8").splitlines()
             assert len(table) == 2 and table[1].startswith("synthetic,")
         assert (root / f"results/photos/{m}/index/manifest.json").is_file()
-    for s in TINY["run.similarities"]:  # the options table: synthetic's rows only, 3 metrics a method
+    for s in TINY["run.similarities"]:  # the options table: synthetic's rows only, a row per metric and method
         table = (root / f"results/tables/options_{s}.csv").read_text(encoding="utf-8").splitlines()
-        assert len(table) == 1 + 3 * len(TINY["run.methods"]) and all(r.startswith("synthetic,") for r in table[1:])
+        assert len(table) == 1 + len(report.OPTION_METRICS) * len(TINY["run.methods"])
+        assert all(r.startswith("synthetic,") for r in table[1:])
         photos = json.loads((root / f"results/options/{s}/photos-sift.json").read_text(encoding="utf-8"))
         assert photos["evaluated"] is False
     proc = workflow_tools.snakemake("--report", "results/report.html", cwd=root)
