@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from ..groundtruth import GroundTruth
-from ..retrieval.geometry import Box
 from ..retrieval.ranking import Ranking
 
 Progress = Callable[[int, int], None]
@@ -80,7 +79,7 @@ class Method(Protocol):
     extraction: Extraction
     indexing: Indexing
 
-    # shown beside its numbers for one dataset (frcnn: proposals; where its model was learned: learned_on)
+    # shown beside its numbers for one dataset (frcnn: proposals; where its model was learned: whitening, words)
     def labels(self, p: dict, dataset: str) -> dict[str, str]: ...
     # Its second-stage options, compared side by side (the options step): name -> the overrides of its
     # params section that select it (each with expansion off, but an expansion option)
