@@ -40,26 +40,26 @@ def _int(s: dict, key: str, prefix: str, low: int) -> int:
     return v
 
 
+def _known_keys(s, prefix: str, keys: tuple[str, ...]) -> None:
+    """``s`` is a mapping of ``keys`` only (each value is checked by the caller)."""
+    if not isinstance(s, dict):
+        raise InstanceSearchError(f"{prefix}={s!r}: must be a mapping with {', '.join(keys)}")
+    unknown = sorted(set(s) - set(keys))
+    if unknown:
+        raise InstanceSearchError(f"{prefix}.{unknown[0]}: unknown setting; expected {', '.join(keys)}")
+
+
 def check_build(s: dict, prefix: str = "gem.encode.ann") -> dict:
     """The build settings, each checked (a one-line error naming the key)."""
-    if not isinstance(s, dict):
-        raise InstanceSearchError(f"{prefix}={s!r}: must be a mapping with {', '.join(BUILD_KEYS)}")
-    unknown = sorted(set(s) - set(BUILD_KEYS))
-    if unknown:
-        raise InstanceSearchError(f"{prefix}.{unknown[0]}: unknown setting; expected {', '.join(BUILD_KEYS)}")
+    _known_keys(s, prefix, BUILD_KEYS)
     if s.get("kind") not in KINDS:
         raise InstanceSearchError(f"{prefix}.kind={s.get('kind')!r}: expected one of {', '.join(KINDS)}")
-    out = {"kind": s["kind"], "min_images": _int(s, "min_images", prefix, 1), "nlist": _int(s, "nlist", prefix, 0),
-           "pq": _int(s, "pq", prefix, 0), "train": _int(s, "train", prefix, 1)}
-    return out
+    return {"kind": s["kind"], "min_images": _int(s, "min_images", prefix, 1), "nlist": _int(s, "nlist", prefix, 0),
+            "pq": _int(s, "pq", prefix, 0), "train": _int(s, "train", prefix, 1)}
 
 
 def check_search(s: dict, prefix: str = "gem.search.ann") -> dict:
-    if not isinstance(s, dict):
-        raise InstanceSearchError(f"{prefix}={s!r}: must be a mapping with {', '.join(SEARCH_KEYS)}")
-    unknown = sorted(set(s) - set(SEARCH_KEYS))
-    if unknown:
-        raise InstanceSearchError(f"{prefix}.{unknown[0]}: unknown setting; expected {', '.join(SEARCH_KEYS)}")
+    _known_keys(s, prefix, SEARCH_KEYS)
     return {"nprobe": _int(s, "nprobe", prefix, 1), "candidates": _int(s, "candidates", prefix, 1)}
 
 
