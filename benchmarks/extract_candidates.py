@@ -254,7 +254,7 @@ def roi_candidates(paths, rounds):
 def step_candidates(photos, rounds, tmp):
     import shutil
 
-    from instance_search import groundtruth
+    from instance_search import groundtruth, threads
     from instance_search.config import load_params, schema_path
     from instance_search.groundtruth import GroundTruth
     from instance_search.io import load_npz
@@ -275,11 +275,13 @@ def step_candidates(photos, rounds, tmp):
             out = tmp / key.replace(" ", "_").replace(":", "").replace(",", "")
             outs[key] = out
 
-            def run(params=params, out=out):
+            def run(params=params, out=out, nthreads=nthreads):
+                threads.apply(nthreads)  # as the step's runner does (steps.extract leaves the threads alone)
                 shutil.rmtree(out, ignore_errors=True)
                 steps.extract(params, "cand", method, tmp / "cand.json", out)
             variants[key] = run
         t = interleaved(variants, rounds)
+        threads.apply(1)
         first = None
         for key, out in outs.items():
             arrays = {f"{p.relative_to(out)}:{k}": v for p in sorted(out.rglob("*.npz")) for k, v in load_npz(p).items()}

@@ -147,10 +147,13 @@ def network_alone(method: str, p: dict, paths: list[str]):
               for batch in cnn.size_batches(sizes, p["batch_size"])]
     del gem
 
+    # the library's own call of its network (cnn.layer_map: the layout it runs in), xfeat's as it calls it
+    call = (lambda x: net(x)) if method == "xfeat" else (lambda x: cnn.layer_map(net, x))
+
     def forward():
         with torch.no_grad():
             for x in xs:
-                net(x)
+                call(x)
     return forward
 
 
