@@ -90,7 +90,7 @@ def network_alone(method: str, p: dict, paths: list[str]):
     import cv2
     import torch
 
-    from instance_search.features import cnn, frcnn, gem, xfeat
+    from instance_search.features import cnn, frcnn, xfeat
     from instance_search.io import read_image
 
     images = [read_image(path, cv2.IMREAD_COLOR) for path in paths]
@@ -145,7 +145,6 @@ def network_alone(method: str, p: dict, paths: list[str]):
         sizes = [cnn.resized_size(bgr.shape[1], bgr.shape[0], p["max_side"], min_side) for bgr in images]
         xs = [torch.from_numpy(np.stack([pre(images[k], sizes[k]) for k in batch]))
               for batch in cnn.size_batches(sizes, p["batch_size"])]
-    del gem
 
     # the library's own call of its network (cnn.layer_map: the layout it runs in), xfeat's as it calls it
     call = (lambda x: net(x)) if method == "xfeat" else (lambda x: cnn.layer_map(net, x))
