@@ -112,8 +112,10 @@ def measure(index_dir: Path, params: dict, params_file: Path, n_queries: int, si
                 torch.set_num_threads(torch_threads)
         else:
             rows.append(row)
+    maps = getattr(index.db, "maps", None)  # bags of words: their features and words; other methods have none
     return {"index": str(index_dir), "name": index.name, "n_database": index.n_database,
-            "vocabulary": index.db.vocabulary, "features": int(len(index.db.maps.words)), "load_s": load_s,
+            "vocabulary": getattr(index.db, "vocabulary", None),
+            "features": None if maps is None else int(len(maps.words)), "load_s": load_s,
             "similarity": similarity, "torch_threads": torch.get_num_threads(), "queries": len(rows), "reranked": rows[0]["reranked"], "first_query": first,
             "rows": rows}
 
@@ -124,8 +126,10 @@ def summary(result: dict) -> list[str]:
         p90 = v[min(len(v) - 1, int(np.ceil(0.9 * len(v))) - 1)]
         return f"{statistics.median(v) * 1e3:7.0f} {p90 * 1e3:7.0f} {v[-1] * 1e3:7.0f}"
 
-    lines = [f"{result['name']} ({result['index']}): {result['n_database']} images, {result['features']:,} "
-             f"features, {result['vocabulary']} words; index loaded in {result['load_s']:.2f} s; "
+    words = (f", {result['features']:,} features, {result['vocabulary']} words" if result["features"] is not None
+             else "")
+    lines = [f"{result['name']} ({result['index']}): {result['n_database']} images{words}; "
+             f"index loaded in {result['load_s']:.2f} s; "
              f"{result['queries']} queries, {result['similarity']}, top {result['reranked']} re-ranked, "
              f"{result['torch_threads']} torch threads; "
              f"first query {result['first_query']['total'] * 1e3:.0f} ms",
@@ -138,7 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", action="append", default=None,
                     help="an index folder (repeat); default: results/synthetic/sift and ukbench500 of --methods")
-    ap.add_argument("--methods", nargs="+", default=["sift"], help="ukbench500 indexes to measure (sift, blcf)")
+    ap.add_argument("--methods", nargs="+", default=["sift"],
+                    help="ukbench500 indexes to measure (sift, blcf, frcnn, gem, xfeat)")
     ap.add_argument("--queries", type=int, default=20, help="queries per index (default 20)")
     ap.add_argument("--similarity", default="cosine", choices=["cosine", "weighted_cosine"])
     ap.add_argument("--params", default=str(REPO / "params.yaml"))

@@ -16,6 +16,7 @@ LAYERS = [
     {"methods"},
     {"index", "engine", "ranking_files", "evaluate", "report", "pipeline", "photos"},
     {"query"},
+    {"api"},  # the public Python API: open_index, SearchIndex.query (instance_search/__init__.py re-exports it)
     {"web", "cli", "__main__"},
 ]
 

@@ -173,7 +173,7 @@ def test_an_unexpected_error_is_one_json_line_with_500(client, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(web, "run_query", boom)
+    monkeypatch.setattr(web.SearchIndex, "query", boom)  # the page queries through the API
     r = client.post("/api/query", json={"image": {"id": 0}})
     assert r.status_code == 500 and r.get_json() == {"error": "internal error (RuntimeError); the server log has the details"}
     assert b"Traceback" not in r.data and b"a bug" not in r.data

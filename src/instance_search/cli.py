@@ -33,17 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="the index folder to write (with --images it must not exist)")
     x.add_argument("--params", default="params.yaml", help="the method's parameters (default params.yaml)")
 
-    q = sub.add_parser("query", help="rank an index's images for one image and box",
-                       description="Rank the database of an index for an image (and a box in its pixels).")
+    q = sub.add_parser("query", help="rank an index's images for an image and box, or a CSV file of them",
+                       description="Rank the database of an index for an image (and a box in its pixels), or for "
+                                   "each query of a CSV file in one process (the index and network loaded once).")
     q.add_argument("--index", required=True, help="an index folder: results/<dataset>/<method>, or one made by index")
-    q.add_argument("--image", required=True, help="the query image (any file OpenCV reads)")
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="the query image (any file OpenCV reads)")
+    what.add_argument("--queries", metavar="CSV",
+                      help="a CSV file with the header image,x1,y1,x2,y2: one query a row, the image relative to "
+                           "the CSV's folder, the box empty for the whole image; every row is checked first")
     q.add_argument("--box", default=None, help="x1,y1,x2,y2 in the image's pixels (default: the whole image)")
     q.add_argument("--similarity", choices=SIMILARITIES, default="cosine")
     q.add_argument("--results", type=int, default=20, help="results to show (default 20)")
     q.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True,
                    help="re-score the top candidates locally and expand the query, as params say (default: on)")
     q.add_argument("--out", default=None, help="write a montage (.png/.jpg): the query box and each result's region")
-    q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    q.add_argument("--json", action="store_true", help="print the answer as JSON (with --queries: one line a query)")
     q.add_argument("--params", default="params.yaml", help="search and re-ranking parameters (default params.yaml)")
 
     s = sub.add_parser("serve", help="a local web page to query one or more indexes",
@@ -77,21 +82,37 @@ def _index(args: argparse.Namespace) -> None:
 
 
 def _query(args: argparse.Namespace) -> None:
-    from .index import load_index
-    from .query import format_text, parse_box, run_query, write_montage
+    from .api import open_index, read_queries
+    from .query import format_text, parse_box, write_montage
 
-    box = parse_box(args.box) if args.box is not None else None  # before the (slower) index load
     if args.results < 1:
         raise InstanceSearchError(f"--results {args.results}: must be at least 1")
-    params = _params(args.params)
-    index = load_index(args.index)
-    answer = run_query(index, args.image, box, params=params, params_source=args.params, similarity=args.similarity,
-                       results=args.results, rerank=args.rerank)
-    if args.out:
-        write_montage(answer, args.out)
-    print(json.dumps(answer.to_dict(), indent=1) if args.json else format_text(answer))
-    if args.out and not args.json:
-        print(f"montage: {args.out}")
+    if args.queries is not None:
+        if args.box is not None or args.out is not None:
+            raise InstanceSearchError("--box and --out go with --image; with --queries each row of the CSV has its box")
+        queries = read_queries(args.queries)  # every row checked before the (slower) index load
+    else:
+        box = parse_box(args.box) if args.box is not None else None
+    index = open_index(args.index, args.params)
+    options = dict(results=args.results, similarity=args.similarity, rerank=args.rerank)
+    if args.queries is None:
+        answer = index.query(args.image, box, **options)
+        if args.out:
+            write_montage(answer, args.out)
+        print(json.dumps(answer.to_dict(), indent=1) if args.json else format_text(answer))
+        if args.out and not args.json:
+            print(f"montage: {args.out}")
+        return
+    from tqdm import tqdm
+
+    with tqdm(queries, desc="queries", unit="query", file=sys.stderr) as bar:
+        for q in bar:
+            try:
+                answer = index.query(q.image, q.box, **options)
+            except InstanceSearchError as exc:  # the answers before it are printed already
+                raise InstanceSearchError(f"{args.queries}: line {q.row}: {exc}") from None
+            bar.write(json.dumps(answer.to_dict()) if args.json else format_text(answer) + "\n", file=sys.stdout)
+            sys.stdout.flush()  # each answer as it comes, also into a pipe
 
 
 def _serve(args: argparse.Namespace) -> None:

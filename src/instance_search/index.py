@@ -126,13 +126,16 @@ class Index:
     def benchmark_queries(self) -> Queries:
         return self.method.benchmark_queries(self.db, self.gnd)
 
-    def image_query(self, path: str, width: int, height: int, box) -> Queries:
+    def image_query(self, path: str, width: int, height: int, box, searched: str | None = None) -> Queries:
         """The method's query for one image (and box, None: the whole image), extracted and encoded as
-        the database was (the model and the extraction are loaded on first use, then kept)."""
+        the database was (the model and the extraction are loaded on first use, then kept).
+
+        searched: "ls" (the box) or "gs" (the whole image) when the search reads only that one (a method
+        may then skip computing the other); None: both."""
         with self._lock:
             if self._encoder is None:
                 self._encoder = self.method.image_encoder(self.manifest["extraction"], self._model(), self.db)
-        return self._encoder(path, width, height, box)
+        return self._encoder(path, width, height, box, searched)
 
     def _model(self) -> dict:
         model = (self.path / INDEX_DIR / self.manifest["model"]["file"]).resolve()

@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import report
 from .engine import retrieve
 from .errors import InstanceSearchError
 from .index import Index
@@ -114,7 +113,14 @@ def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *,
     if box is not None:
         box = check_box_order(box)
         check_box_inside(box, width, height, image)
-    queries = index.image_query(image, width, height, box)
+    first_stage = params[index.method.name]["search"]["query"] if box is not None else "gs"
+    if index.method.extraction.uses_gpu and "OMP_NUM_THREADS" not in os.environ:
+        # a CNN: one torch thread on 2 cores, as blcf's and xfeat's encoders set it, before the network
+        # is built; gem's 3 passes took 7 s at torch's default 2 threads beside other work, 0.5 s at 1
+        # (docs/benchmarks.md)
+        from .methods.local_features import share_cores
+        share_cores()
+    queries = index.image_query(image, width, height, box, searched=first_stage)  # only what the search reads
     timings = {"extract": time.perf_counter() - start}
 
     stages = ["first_stage", "rerank", "expand"] if rerank else ["first_stage"]
@@ -141,7 +147,7 @@ def run_query(index: Index, image: str | os.PathLike, box: Box | None = None, *,
     return Answer(
         index=str(index.path), dataset=index.dataset, method=index.method.name, similarity=similarity, image=image,
         width=int(width), height=int(height), box=None if box is None else list(box),
-        first_stage=p["search"]["query"] if box is not None else "gs",
+        first_stage=first_stage,
         n_features=info.get("features"), n_box_features=info.get("box_features"),
         box_fallback=bool(info.get("box_fallback", False)), reranked=n_local,
         expanded=rerank and p["expand"]["mode"] != "none" and n_local > 0,
@@ -177,6 +183,8 @@ def format_text(answer: Answer) -> str:
 
 def montage(answer: Answer, columns: int = 6) -> np.ndarray:
     """BGR image: the query with its box, then each result with its best window, ``columns`` tiles a row."""
+    from . import report  # pandas and matplotlib: only for a montage, not on every query's start
+
     tiles = [report.thumbnail(read_image(answer.image), answer.box, report.QUERY_COLOUR, report.QUERY_COLOUR,
                                f"query {Path(answer.image).name}")]
     tiles += [report.thumbnail(read_image(h.path), h.window, report.WINDOW_COLOUR, report.NEUTRAL,

@@ -103,12 +103,14 @@ def load(backbone: str, layer: str | None = None, key: str = "blcf.extract"):
         raise InstanceSearchError(f"{weight_file(backbone)}: cannot load ({str(exc).splitlines()[0]}); "
                                   f"replace it with {weights.url}") from None
     node = layer or BACKBONES[backbone].layer
-    _, nodes = get_graph_node_names(model.eval())
-    # a module name stands for its last node (torchvision's convention): "layer3", "features.17"
-    if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
+    # a module name stands for its last node (torchvision's convention): "layer3", "features.17"; the node
+    # list (two more traces of the model) only for the message of a node that is not there
+    try:
+        net = create_feature_extractor(model.eval(), return_nodes={node: "map"}).eval()
+    except ValueError:
+        _, nodes = get_graph_node_names(model)
         raise InstanceSearchError(f"{key}.layer={node!r} is not a node of {backbone}; "
-                                  f"e.g. {', '.join(n for n in nodes if n.count('.') <= 1)[:400]}")
-    net = create_feature_extractor(model, return_nodes={node: "map"}).eval()
+                                  f"e.g. {', '.join(n for n in nodes if n.count('.') <= 1)[:400]}") from None
     for p in net.parameters():
         p.requires_grad_(False)
     t = weights.transforms()

@@ -166,7 +166,7 @@ class BagOfWords:
         vocab = vocabulary.Vocabulary.from_arrays(model)
         centroids = vocab.centroids
 
-        def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
+        def encode(path: str, width: int, height: int, box: Box | None, searched: str | None = None) -> Queries:
             xy, desc = raw(path, width, height)
             shard = {"xy": np.asarray(xy, np.float32).reshape(-1, 2), "desc": desc,
                      "offsets": np.array([0, len(xy)], np.int64)}

@@ -148,12 +148,16 @@ class GlobalMethod:
     def image_encoder(self, extraction: dict, model: dict, db: GlobalDatabase):
         ex = extractor(extraction, device="auto")
         white = linalg.whitening_from(model)
+        # one image: decoded here, not in DataLoader worker processes started for it (the same pixels)
+        extraction = {**extraction, "workers": 0}
 
-        def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
-            whole = describe(ex, extraction, [path], [None])
-            ls = whole if covers_image(box, width, height) else describe(ex, extraction, [path], [box])
-            return Queries([Path(path).name], box=prepare(ls, white), image=prepare(whole, white),
-                           info=[{"cropped": not covers_image(box, width, height)}])
+        def encode(path: str, width: int, height: int, box: Box | None, searched: str | None = None) -> Queries:
+            # each vector is 3 forward passes: only the one(s) that search, rerank and expand read
+            cropped = not covers_image(box, width, height)
+            whole = describe(ex, extraction, [path], [None]) if searched != "ls" or not cropped else None
+            ls = whole if not cropped else describe(ex, extraction, [path], [box]) if searched != "gs" else None
+            return Queries([Path(path).name], box=None if ls is None else prepare(ls, white),
+                           image=None if whole is None else prepare(whole, white), info=[{"cropped": cropped}])
         return encode
 
     def search(self, db: GlobalDatabase, queries: Queries, p: dict, similarity: str, alpha: float) -> Ranking:

@@ -95,7 +95,7 @@ class RegionMethod:
         ex = extractor({**extraction, "device": "auto"})
         white = linalg.whitening_from(model)
 
-        def encode(path: str, width: int, height: int, box: Box | None) -> Queries:
+        def encode(path: str, width: int, height: int, box: Box | None, searched: str | None = None) -> Queries:
             whole = (0.0, 0.0, float(width), float(height))
             got, _ = frcnn.extract_images(ex, [path], [(width, height)], max_side=extraction["max_side"], batch_size=1,
                                           workers=0, extra=[np.array([box or whole, whole], np.float32)])

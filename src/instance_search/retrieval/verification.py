@@ -179,16 +179,39 @@ def significance(tentative: int, inliers: int, sample: int, p: float) -> float:
     """max(0, -log10 NFA): how far ``inliers`` of ``tentative`` random matches exceed chance, for a
     model fitted from ``sample`` pairs and a random match's inlier probability ``p`` (module doc)."""
     from scipy.special import gammaln
-    from scipy.stats import binom
 
     n, k, s = int(tentative), int(inliers), int(sample)
     if k <= s or n <= s or not 0 < p < 1:
         return 0.0
     log_tests = gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
-    log_tail = binom.logsf(k - s - 1, n - s, p)  # P[X >= k - s]
+    binom_logsf, binom_logpmf = _binomial()
+    log_tail = binom_logsf(k - s - 1, n - s, p)  # P[X >= k - s]
     if not np.isfinite(log_tail):  # below float range: its first term, P[X = k - s], bounds it from below
-        log_tail = binom.logpmf(k - s, n - s, p)
+        log_tail = binom_logpmf(k - s, n - s, p)
     return float(max(0.0, -(log_tests + log_tail) / np.log(10)))
+
+
+def _binomial():
+    """(logsf, logpmf) of the binomial law, as scipy.stats.binom computes them, without importing
+    scipy.stats (seconds on a cold start: a query's first re-ranking paid for it). The same ufuncs in
+    the same order as scipy's rv_discrete does (log of the sf; combinations by gammaln, xlogy, xlog1py),
+    so the scores keep every bit; a scipy without them falls back to scipy.stats itself."""
+    try:
+        import scipy.special._ufuncs as scu
+        from scipy.special import gammaln, xlog1py, xlogy
+        binom_sf = scu._binom_sf
+    except (ImportError, AttributeError):  # another scipy layout: the public (slower to import) path
+        from scipy.stats import binom
+        return binom.logsf, binom.logpmf
+
+    def logsf(x, n, p):
+        with np.errstate(divide="ignore"):
+            return np.log(binom_sf(np.floor(np.asarray([x])), np.asarray([n]), np.asarray([p])))[0]
+
+    def logpmf(x, n, p):
+        k, n = np.floor(np.asarray([x])), np.asarray([n])
+        return (gammaln(n + 1) - (gammaln(k + 1) + gammaln(n - k + 1)) + xlogy(k, p) + xlog1py(n - k, -p))[0]
+    return logsf, logpmf
 
 
 def chance(c_xy: np.ndarray, threshold: float) -> float:

@@ -43,10 +43,11 @@ import numpy as np
 from flask import Flask, Response, current_app, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
+from ..api import SearchIndex
 from ..errors import InstanceSearchError
-from ..index import Index, load_index
+from ..index import Index
 from ..io import read_image
-from ..query import check_box_inside, check_box_order, run_query
+from ..query import check_box_inside, check_box_order
 from ..retrieval.similarity import SIMILARITIES
 
 STATIC = Path(__file__).parent / "static"
@@ -230,13 +231,13 @@ class _Site:
 
     def __init__(self, indexes: list[Index], *, params: dict, params_source: str, uploads: _Uploads,
                  max_upload_bytes: int):
-        self.indexes = list(indexes)  # reloaded in place when an index changes on disk
+        # each reloaded in place when its index changes on disk; the queries go through them (the API)
+        self.searchers = [SearchIndex(ix, params, params_source) for ix in indexes]
         self.params = params
         self.params_source = params_source
         self.uploads = uploads
         self.max_upload_bytes = max_upload_bytes
         self._running = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
-        self._reloading = threading.Lock()
         # one cache per app, cleared when an index is reloaded (lru_cache on the methods would serve every app)
         # thumbnails: the picker and the results show the same ones again and again (~10 kB each)
         self.thumbnail = lru_cache(maxsize=4096)(self._thumbnail)
@@ -244,16 +245,18 @@ class _Site:
 
     # -- lookups
 
+    @property
+    def indexes(self) -> list[Index]:
+        return [s.index for s in self.searchers]
+
     def get_index(self, i) -> Index:
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(self.indexes):
-            raise ApiError(404, f"unknown index {i!r}; there are {len(self.indexes)} (0..{len(self.indexes) - 1})")
-        if self.indexes[i].changed():  # images were added (instance-search index --add): load it again
-            with self._reloading:
-                if self.indexes[i].changed():
-                    self.indexes[i] = load_index(self.indexes[i].path)
-                    self.thumbnail.cache_clear()
-                    self.view.cache_clear()
-        return self.indexes[i]
+        n = len(self.searchers)
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
+            raise ApiError(404, f"unknown index {i!r}; there are {n} (0..{n - 1})")
+        if self.searchers[i].reload_if_changed():  # images were added (instance-search index --add)
+            self.thumbnail.cache_clear()
+            self.view.cache_clear()
+        return self.searchers[i].index
 
     @staticmethod
     def get_image(index: Index, n) -> int:
@@ -262,10 +265,10 @@ class _Site:
         return n
 
     def _thumbnail(self, i: int, n: int) -> bytes:
-        return _jpeg(read_image(self.indexes[i].image_path(n)), None, THUMB_HEIGHT)
+        return _jpeg(read_image(self.searchers[i].index.image_path(n)), None, THUMB_HEIGHT)
 
     def _view(self, i: int, n: int) -> bytes:
-        return _jpeg(read_image(self.indexes[i].image_path(n)), VIEW_SIDE, VIEW_SIDE)
+        return _jpeg(read_image(self.searchers[i].index.image_path(n)), VIEW_SIDE, VIEW_SIDE)
 
     # -- errors
 
@@ -276,7 +279,7 @@ class _Site:
     # -- routes
 
     def list_indexes(self):
-        for i in range(len(self.indexes)):
+        for i in range(len(self.searchers)):
             self.get_index(i)  # loads again what changed on disk
         return jsonify(
             indexes=[{"id": i, "name": ix.name, "path": str(ix.path), "n_database": ix.n_database,
@@ -330,8 +333,7 @@ class _Site:
         if not self._running.acquire(blocking=False):
             raise ApiError(503, f"busy: {MAX_CONCURRENT_QUERIES} queries are running; try again in a moment")
         try:
-            answer = run_query(index, path, box, params=self.params, params_source=self.params_source,
-                               similarity=similarity, results=results, rerank=rerank)
+            answer = self.searchers[i].query(path, box, similarity=similarity, results=results, rerank=rerank)
         except InstanceSearchError as exc:  # name the image as the user knows it, never a server path
             raise ApiError(400, str(exc).splitlines()[0].replace(str(path), name)) from None
         finally:
