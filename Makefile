@@ -104,6 +104,7 @@ bench: install
 	python benchmarks/threads_speed.py
 	python benchmarks/global_speed.py
 	python benchmarks/ann_speed.py --quick
+	python benchmarks/extract_gap.py --quick
 
 # gem's approximate nearest neighbours at 100k and 1M database vectors (docs/benchmarks.md; ~15-20 minutes
 # on a 2-core CPU, ~3 GB of memory).

@@ -28,6 +28,30 @@ from ..retrieval.linalg import l2
 
 log = logging.getLogger(__name__)
 
+# On the CPU with one thread (compute.threads 1, the default) the networks run in channels-last (NHWC)
+# layout: faster, and the same bytes as NCHW; with more threads oneDNN splits the work otherwise and the
+# bytes differ (float rounding), so NCHW stays (docs/benchmarks.md#extraction-against-its-network).
+CHANNELS_LAST_ON_CPU = True
+
+
+def prepare(net, device: str):
+    """The network moved to ``device``; channels-last on the CPU with one torch thread."""
+    import torch
+
+    net = net.to(device)
+    net.channels_last = device == "cpu" and CHANNELS_LAST_ON_CPU and torch.get_num_threads() == 1
+    return net.to(memory_format=torch.channels_last) if net.channels_last else net
+
+
+def layer_map(net, x):
+    """The map of a batch (B, 3, h, w) already on the network's device: (B, C, gh, gw) float32."""
+    import torch
+
+    if getattr(net, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    # back to NCHW: the pooling then reduces in the same order as before channels-last
+    return net(x)["map"].float().contiguous()
+
 
 def resized_size(width: int, height: int, max_side: int, min_side: int) -> tuple[int, int]:
     """(w, h) fed to the network: longer side = max_side (0 = keep); shorter side >= min_side.
@@ -100,7 +124,7 @@ class Extractor:
             log.info("half precision is a GPU option; running float32 on the CPU")
             self.half = False
         self.net, self.layer, self.mean, self.std = backbones.load(self.backbone, self.layer)
-        self.net = self.net.to(self.device)
+        self.net = prepare(self.net, self.device)
         with torch.no_grad():
             probe = self.net(torch.zeros(1, 3, 224, 224, device=self.device))["map"]
         self.stride = 224 // probe.shape[-1]
@@ -112,7 +136,7 @@ class Extractor:
 
         x = torch.as_tensor(batch).to(self.device, non_blocking=True)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-            m = self.net(x)["map"].float()
+            m = layer_map(self.net, x)
         return m.permute(0, 2, 3, 1).cpu().numpy()
 
 

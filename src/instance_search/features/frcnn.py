@@ -43,7 +43,7 @@ from .. import threads
 from ..errors import InstanceSearchError
 from ..retrieval.geometry import pixel_windows
 from . import backbones
-from .cnn import ImageBatches, Preprocess, collate, resized_size, size_batches
+from .cnn import ImageBatches, Preprocess, collate, layer_map, prepare, resized_size, size_batches
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class _GridSource:
         import torch
 
         self.net, self.layer, self.mean, self.std = backbones.load(backbone, layer or None, key="frcnn.extract")
-        self.net = self.net.to(device)
+        self.net = prepare(self.net, device)
         self.device, self.half = device, half
         self.grid = (tuple(scales), tuple(aspect_ratios), float(stride))
         pixel_windows(8, 8, *self.grid)  # check the grid parameters now, not at the first image
@@ -251,7 +251,7 @@ class _GridSource:
         import torch
 
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-            m = self.net(x)["map"].float()
+            m = layer_map(self.net, x)
         return m, (x.shape[-1], x.shape[-2]), None
 
     def proposals(self, size: tuple[int, int], limit: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from ..errors import InstanceSearchError
 from ..io import read_image
 from ..retrieval.geometry import Box
 from ..retrieval.linalg import l2
-from .cnn import Extractor, Preprocess, resized_size
+from .cnn import Extractor, Preprocess, layer_map, resized_size
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def describe(extractor: Extractor, paths: list[str], boxes: list[Box | None], *,
         for x in images:
             x = torch.as_tensor(x)[None].to(extractor.device, non_blocking=True)
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=extractor.half):
-                m = extractor.net(x)["map"].float()
+                m = layer_map(extractor.net, x)
                 v = m.clamp(min=EPS).pow(p).mean(dim=(2, 3)).pow(1.0 / p)[0]
             total += l2(v.cpu().numpy().astype(np.float64))
         out[k] = l2(total)
