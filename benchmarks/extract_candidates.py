@@ -12,8 +12,8 @@ frcnn's grid and gem), compute.threads 1:
 * frcnn's region pooling: RoIAlign (torchvision, 7x7 bins, 2x2 samples) then max, against the same
   bilinear samples as one sparse-weights matrix product over the map;
 * the step: gem's and blcf's extract step with DataLoader workers 0 vs 2 and compute.threads 1 vs 2;
-* layout (``--parts layout``): blcf's, frcnn's and gem's steps with the library's channels-last switch
-  (features/cnn.py CHANNELS_LAST_ON_CPU) off and on.
+* layout (``--parts layout``): blcf's, frcnn's and gem's steps with the library's frozen-graph switch
+  (features/cnn.py FROZEN_ON_CPU) off (the eager network) and on.
 
 Interleaved rounds, medians, ratios to the baseline measured in the same round. Run from the
 repository root:  python benchmarks/extract_candidates.py [--images 16 --rounds 3]
@@ -63,7 +63,7 @@ def network_candidates(paths, rounds):
     import cv2
     import torch
 
-    from instance_search.features import cnn
+    from instance_search.features import backbones, cnn
     from instance_search.io import read_image
     from instance_search.retrieval.linalg import l2
 
@@ -75,8 +75,8 @@ def network_candidates(paths, rounds):
         h, w = bgr.shape[:2]
         for s in (1.0, 0.7071, 0.5):
             xs.append(torch.from_numpy(pre(bgr, cnn.resized_size(w, h, max(1, round(640 * s)), ex.stride)))[None])
-    net = ex.net
-    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(_traced(net, xs[0])))
+    net = backbones.load("mobilenet_v2", "features.18")[0]  # the eager network
+    frozen = cnn.prepare(net, "cpu")  # the library's path since the frozen graph
     cl = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)  # a GraphModule's copy is in training mode
 
     def runner(ctx, model, fmt=None, key=True):
@@ -91,7 +91,7 @@ def network_candidates(paths, rounds):
             return out
         return run
 
-    variants = {"no_grad (today)": runner(torch.no_grad, net),
+    variants = {"eager no_grad (before)": runner(torch.no_grad, net),
                 "inference_mode": runner(torch.inference_mode, net),
                 "channels_last": runner(torch.no_grad, cl, torch.channels_last),
                 "TorchScript frozen": runner(torch.no_grad, frozen, key=False)}
@@ -110,7 +110,7 @@ def network_candidates(paths, rounds):
             out.append(l2(total).astype(np.float32))
         return np.stack(out)
 
-    base_maps = variants["no_grad (today)"]()
+    base_maps = variants["eager no_grad (before)"]()
     base_vec = gem_vectors(base_maps)
     rows = []
     for k, run in variants.items():
@@ -119,21 +119,6 @@ def network_candidates(paths, rounds):
                      f"maps {diff(torch.cat([m.flatten() for m in base_maps]), torch.cat([m.flatten() for m in maps]))}; "
                      f"gem {diff(base_vec, gem_vectors(maps))}"))
     return rows
-
-
-def _traced(net, x):
-    import torch
-
-    class Map(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x)["map"]
-
-    with torch.no_grad():
-        return torch.jit.trace(Map(net).eval(), x, check_trace=False)
 
 
 def decode_candidates(paths, rounds):
@@ -231,7 +216,7 @@ def roi_candidates(paths, rounds):
         h, w = bgr.shape[:2]
         size = cnn.resized_size(w, h, 512, ex.min_side)
         with torch.no_grad():
-            fm = ex.source.net(torch.from_numpy(pre(bgr, size))[None])["map"].float()
+            fm = ex.source.net(torch.from_numpy(pre(bgr, size))[None]).float()
         boxes = pixel_windows(w, h, (1.0, 0.7, 0.5, 0.35), (0.5, 1.0, 2.0), 0.5, limit=300)
         mapped = frcnn._map_boxes(boxes, (w, h), (fm.shape[-1], fm.shape[-2]))
         cases.append((fm, torch.from_numpy(np.hstack([np.zeros((len(mapped), 1)), mapped])).float()))
@@ -318,12 +303,12 @@ def layout_candidates(photos, rounds, tmp):
         variants = {}
         for on in (False, True):
             def run(on=on):
-                cnn.CHANNELS_LAST_ON_CPU = on
+                cnn.FROZEN_ON_CPU = on
                 shutil.rmtree(tmp / f"layout-{on}", ignore_errors=True)
                 steps.extract(params, "layout", method, tmp / "layout.json", tmp / f"layout-{on}")
             variants[f"{method} step, channels-last {'on' if on else 'off (NCHW, before)'}"] = run
         t = interleaved(variants, rounds)
-        cnn.CHANNELS_LAST_ON_CPU = True
+        cnn.FROZEN_ON_CPU = True
         arrays = [{f"{p.name}:{k}": v for p in sorted((tmp / f"layout-{on}").rglob("*.npz"))
                    for k, v in load_npz(p).items()} for on in (False, True)]
         same = arrays[0].keys() == arrays[1].keys() and all(np.array_equal(arrays[0][k], arrays[1][k])

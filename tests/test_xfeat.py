@@ -125,3 +125,16 @@ def test_the_method_is_a_bag_of_words_of_xfeat_features(tmp_path):
     got_xy, x, off = m.extraction.reader(config)(shard)
     assert x.dtype == np.float32 and x.shape == (50, 64) and off.tolist() == [0, 50]
     np.testing.assert_array_equal(got_xy, xy)
+
+
+def test_window_max_is_torch_max_pool():
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (3, 7), (48, 64), (61, 33)]:
+        # few distinct values: ties everywhere; negative ones: the border must not count as 0
+        heat = torch.from_numpy(rng.integers(-3, 4, shape).astype(np.float32) / 4)
+        want = F.max_pool2d(heat[None, None], xfeat.NMS_KERNEL, stride=1, padding=xfeat.NMS_KERNEL // 2)[0, 0]
+        assert torch.equal(xfeat.window_max(heat), want)
+        assert torch.equal(xfeat.window_max(heat.t()), F.max_pool2d(heat.t()[None, None], 5, 1, 2)[0, 0])

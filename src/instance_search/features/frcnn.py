@@ -186,19 +186,164 @@ def _reduce(x, pooling: str, dims):
 
 def _roi_vectors(fmaps, rois, pooling: str, roi: str, roi_size: int):
     """(R, C) vectors of rois (R, 5) [batch index, x1, y1, x2, y2 in map coordinates] over fmaps (B, C, gh, gw)."""
-    from torchvision.ops import roi_align, roi_pool
+    from torchvision.ops import roi_pool
 
     if len(rois) == 0:
         return fmaps.new_zeros((0, fmaps.shape[1]))
     if roi == "align":
-        bins = roi_align(fmaps, rois, roi_size, spatial_scale=1.0, sampling_ratio=SAMPLING_RATIO, aligned=True)
-    else:
-        # RoIPool rounds the corners to cells and its end is inclusive: [x1, x2) covers cells
-        # round(x1) .. round(x2 - 1), i.e. those whose centres lie inside the box.
-        rois = rois.clone()
-        rois[:, 3:] -= 1
-        bins = roi_pool(fmaps, rois, roi_size, spatial_scale=1.0)
+        return _align_vectors(fmaps, rois, pooling, roi_size)
+    # RoIPool rounds the corners to cells and its end is inclusive: [x1, x2) covers cells
+    # round(x1) .. round(x2 - 1), i.e. those whose centres lie inside the box.
+    rois = rois.clone()
+    rois[:, 3:] -= 1
+    bins = roi_pool(fmaps, rois, roi_size, spatial_scale=1.0)
     return _reduce(bins, pooling, (2, 3))
+
+
+# RoIAlign by matrix products. torchvision's roi_align (aligned=True, spatial_scale 1, sampling ratio
+# SAMPLING_RATIO) gives bin (p, q) of a roi the mean of SAMPLING_RATIO^2 bilinear samples; bilinear
+# sampling is separable, so the bin is a_p^T M a_q for every channel's map M, a_p (over map rows) and a_q
+# (over columns) that bin row's and bin column's sample weights. _axis_weights builds them with
+# torchvision's float32 arithmetic and rules; products then run over all channels at once (torchvision's
+# CPU kernel loops over channels one at a time): the rois that share their extent along one axis (grid
+# windows repeat extents) are combined along it once, then each roi along the other axis, then the bins'
+# max; rois alone in their group are done many at once. A sum of bins needs no bins: it is one bilinear
+# form per roi. Equal to torchvision's within float32
+# rounding (tests/test_roi_pool.py); torch ops only, so it runs on CUDA too. The map must be finite (a
+# zero weight times inf is nan).
+_CHUNK = 1 << 22   # floats of one intermediate block (16 MiB in float32)
+
+
+def _axis_weights(start, end, bins: int, cells: int):
+    """(N, bins, cells) float32: the weight of each map row (or column) in each bin along one axis, for
+    boxes [start, end) (N,) in map coordinates, averaged over the bin's samples: sample s of bin p sits at
+    start - 0.5 + p w + (s + 0.5) w / S (w = (end - start) / bins, S = SAMPLING_RATIO); one below -1 or
+    beyond ``cells`` reads nothing, one below 0 reads cell 0, one at or beyond cells - 1 the last cell,
+    else its two neighbours linearly."""
+    import torch
+
+    grid = SAMPLING_RATIO
+    lo, hi = start.float() - 0.5, end.float() - 0.5          # aligned=True: cell centres at j + 0.5
+    size = ((hi - lo) / bins)[:, None, None]
+    p = torch.arange(bins, device=start.device, dtype=torch.float32)[None, :, None]
+    s = torch.arange(grid, device=start.device, dtype=torch.float32)[None, None, :] + 0.5
+    pos = (lo[:, None, None] + p * size) + (s * size) / grid     # (N, bins, grid), torchvision's order
+    inside = ((pos >= -1.0) & (pos <= cells)).float()
+    pos = pos.clamp(min=0.0)
+    low = pos.floor()
+    last = low >= cells - 1
+    low = torch.where(last, torch.full_like(low, cells - 1), low)
+    frac = torch.where(last, torch.zeros_like(pos), pos - low)
+    high = torch.where(last, low, low + 1)
+    taps = torch.cat([low, high], dim=2).long()
+    weights = torch.cat([(1.0 - frac) * inside, frac * inside], dim=2) / grid
+    return torch.zeros(len(start), bins, cells, device=start.device).scatter_add_(2, taps, weights)
+
+
+def _align_vectors(fmaps, rois, pooling: str, roi_size: int):
+    """RoIAlign (torchvision's, above) into roi_size^2 bins, then their max or sum: (R, C)."""
+    import torch
+
+    m = fmaps.float()
+    _, C, H, W = m.shape
+    r = rois.to(m.device, torch.float32)
+    k, R = roi_size, len(r)
+    wy = _axis_weights(r[:, 2], r[:, 4], k, H)   # (R, k, H)
+    wx = _axis_weights(r[:, 1], r[:, 3], k, W)   # (R, k, W)
+    # Blocks are written into buffers allocated once: a fresh multi-MB tensor per product costs more
+    # (page faults) than the product itself on the CPU.
+    if pooling == "sum":
+        # a sum of bins is one bilinear form: the roi's summed row weights, the map, its summed column weights
+        order, _, images, ends = _runs(r[:, 0])
+        u, v = wy.sum(1)[order], wx.sum(1)[order]
+        got = m.new_empty((R, C))
+        step = max(1, _CHUNK // (W * C))
+        half = m.new_empty(min(step, R) * W * C)
+        for b, lo, hi in zip(images, [0] + ends[:-1], ends):
+            nhwc = m[b].permute(1, 2, 0).reshape(H, W * C)
+            for at in range(lo, hi, step):
+                n = min(step, hi - at)
+                c = torch.mm(u[at:at + n], nhwc, out=half[:n * W * C].view(n, W * C)).view(n, W, C)
+                torch.bmm(v[at:at + n, None, :], c, out=got[at:at + n].view(n, 1, C))
+        return _unsort(got, order).to(fmaps.dtype)
+
+    # max: the first axis (combined once per shared extent) is the one that costs fewer multiply-adds
+    rows, cols = _runs(r[:, 0], r[:, 2], r[:, 4]), _runs(r[:, 0], r[:, 1], r[:, 3])
+    if len(cols[2]) * k * H * W + R * k * k * H < len(rows[2]) * k * H * W + R * k * k * W:
+        (order, member, images, ends), first, second, maps = cols, wx, wy, m.permute(0, 2, 3, 1)  # (B, H, W, C)
+    else:
+        (order, member, images, ends), first, second, maps = rows, wy, wx, m.permute(0, 3, 2, 1)  # (B, W, H, C)
+    n1, n2 = first.shape[2], second.shape[2]
+    starts = [0] + ends[:-1]
+    first = first[order[starts]]            # (G, k, n1): one roi's weights per group
+    second = second[order]                  # (R, k, n2) in group order
+    # the cells each group reads: along the first axis its own, along the second its rois' together
+    reads2 = torch.zeros(len(starts), n2, device=r.device).index_add_(0, member, (second > 0).any(1).float()) > 0
+    (lo1, hi1), (lo2, hi2) = _spans((first > 0).any(1)), _spans(reads2)
+    step = max(1, _CHUNK // (k * k * C))    # rois whose bins one product computes
+    per = min(step, max(1, _CHUNK // (n2 * k * C)))   # lone rois combined in one product
+    combined = m.new_empty(min(per, R) * n2 * k * C)
+    bins = m.new_empty(min(step, R) * k * k * C)
+    got = m.new_empty((R, C))
+    for b in sorted(set(images)):
+        mb = maps[b].contiguous()           # (n2, n1, C)
+        mine = [j for j, i in enumerate(images) if i == b]
+        for j in (j for j in mine if ends[j] - starts[j] > 1):
+            l2 = hi2[j] - lo2[j]
+            # the group's rows (or columns) combined: (l2, k, C), viewed (l2, k * C)
+            block = torch.matmul(first[j, :, lo1[j]:hi1[j]], mb[lo2[j]:hi2[j], lo1[j]:hi1[j]],
+                                 out=combined[:l2 * k * C].view(l2, k, C)).view(l2, k * C)
+            for at in range(starts[j], ends[j], step):
+                n = min(step, ends[j] - at)
+                out = bins[:n * k * k * C].view(n * k, k * C)
+                torch.mm(second[at:at + n, :, lo2[j]:hi2[j]].reshape(n * k, l2), block, out=out)
+                torch.amax(out.view(n, k * k, C), dim=1, out=got[at:at + n])
+        # rois alone in their group (RPN or query boxes): ``per`` at a time, over the whole map
+        lone = [j for j in mine if ends[j] - starts[j] == 1]
+        for at in range(0, len(lone), per):
+            js = lone[at:at + per]
+            n, where = len(js), torch.tensor([starts[j] for j in js], device=r.device)
+            t = torch.matmul(first[js].reshape(n * k, n1), mb, out=combined[:n2 * n * k * C].view(n2, n * k, C))
+            out = bins[:n * k * k * C].view(n, k, k * C)
+            torch.bmm(second[where], t.view(n2, n, k * C).transpose(0, 1), out=out)
+            got[where] = out.view(n, k * k, C).amax(dim=1)
+    return _unsort(got, order).to(fmaps.dtype)
+
+
+def _runs(image, lo=None, hi=None):
+    """rois grouped by image, and by equal extent [lo, hi) if given (the float32 bits compared: one sort of
+    int64 keys, far quicker than unique rows): (the order that sorts the rois by group, the group of each
+    in that order, each group's image, each group's end in that order)."""
+    import torch
+
+    key = image.long()
+    if lo is not None:
+        def bits(v):
+            return v.contiguous().view(torch.int32).long() & 0xFFFFFFFF
+        extent = torch.unique((bits(lo) << 32) | bits(hi), return_inverse=True)[1]
+        key = key * (int(extent.max()) + 1) + extent
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    order = torch.argsort(inverse, stable=True)
+    ends = torch.cumsum(counts, 0)
+    images = image[order[ends - counts]].long()
+    return order, inverse[order], images.tolist(), ends.tolist()
+
+
+def _spans(reads):
+    """(first, end) lists of the span of True in each row of reads (G, n); (0, 1) where none."""
+    import torch
+
+    n = reads.shape[1]
+    first = torch.where(reads.any(1), reads.int().argmax(1), 0)
+    end = torch.where(reads.any(1), n - reads.flip(1).int().argmax(1), 1)
+    return first.tolist(), end.tolist()
+
+
+def _unsort(values, order):
+    """values whose row i belongs to roi order[i], back in the rois' order."""
+    import torch
+
+    return values.index_select(0, torch.argsort(order))
 
 
 def pool_image(fmap, pooling: str = "sum", valid: tuple[int, int] | None = None) -> np.ndarray:
@@ -242,7 +387,7 @@ class _GridSource:
         self.grid = (tuple(scales), tuple(aspect_ratios), float(stride))
         pixel_windows(8, 8, *self.grid)  # check the grid parameters now, not at the first image
         with torch.no_grad():
-            probe = self.net(torch.zeros(1, 3, 224, 224, device=device))["map"]
+            probe = self.net(torch.zeros(1, 3, 224, 224, device=device))
         self.min_side = 224 // probe.shape[-1]   # the layer's stride: a smaller image gives no cell
         self.dim = probe.shape[1]
 
