@@ -29,8 +29,8 @@ from ..retrieval.linalg import l2
 log = logging.getLogger(__name__)
 
 # On the CPU the network runs as a frozen TorchScript graph: batch norm folded into the convolutions and
-# oneDNN's prepacked weights, 2.4x the eager network on one thread; its maps differ from eager PyTorch's
-# by float rounding (relative ~1e-5, under float16's 4.9e-4; docs/benchmarks.md#extraction-against-its-network).
+# oneDNN's prepacked weights, about twice as fast as eager PyTorch; its maps differ from eager's by float
+# rounding, well inside float16's (tests/test_extract_bytes.py; docs/benchmarks.md#extraction-against-its-network).
 # On a GPU the eager network runs (half precision there is autocast's).
 FROZEN_ON_CPU = True
 

@@ -208,9 +208,8 @@ def _roi_vectors(fmaps, rois, pooling: str, roi: str, roi_size: int):
 # CPU kernel loops over channels one at a time): the rois that share their extent along one axis (grid
 # windows repeat extents) are combined along it once, then each roi along the other axis, then the bins'
 # max; rois alone in their group are done many at once. A sum of bins needs no bins: it is one bilinear
-# form per roi. Equal to torchvision's within float32
-# rounding (tests/test_roi_pool.py); torch ops only, so it runs on CUDA too. The map must be finite (a
-# zero weight times inf is nan).
+# form per roi. Equal to torchvision's within float32 rounding (tests/test_roi_pool.py); torch ops only,
+# so it runs on CUDA too. The map must be finite (a zero weight times inf is nan).
 _CHUNK = 1 << 22   # floats of one intermediate block (16 MiB in float32)
 
 
