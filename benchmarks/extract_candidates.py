@@ -12,6 +12,8 @@ frcnn's grid and gem), compute.threads 1:
 * frcnn's region pooling: RoIAlign (torchvision, 7x7 bins, 2x2 samples) then max, against the same
   bilinear samples as one sparse-weights matrix product over the map;
 * the step: gem's and blcf's extract step with DataLoader workers 0 vs 2 and compute.threads 1 vs 2;
+* networks (``--parts networks``): the frozen graph against the eager network for params-full.yaml's
+  other backbones (vgg16, resnet50; mobilenet_v2 at 1024 px) with random weights;
 * layout (``--parts layout``): blcf's, frcnn's and gem's steps with the library's frozen-graph switch
   (features/cnn.py FROZEN_ON_CPU) off (the eager network) and on.
 
@@ -118,6 +120,39 @@ def network_candidates(paths, rounds):
         rows.append((f"network: {k}", len(paths) / timing[k][0], timing[k][1],
                      f"maps {diff(torch.cat([m.flatten() for m in base_maps]), torch.cat([m.flatten() for m in maps]))}; "
                      f"gem {diff(base_vec, gem_vectors(maps))}"))
+    return rows
+
+
+def other_networks(rounds):
+    """The frozen graph against the eager network for params-full.yaml's other backbones, at its sizes,
+    with random weights (their files are not offline; the speed does not depend on the values)."""
+    import torch
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from instance_search.features import cnn
+
+    rows = []
+    for name, layer, (h, w) in (("vgg16", "features.25", (255, 340)), ("resnet50", "layer3", (480, 640)),
+                                ("mobilenet_v2", "features.18", (768, 1024))):
+        net = create_feature_extractor(getattr(torchvision.models, name)(weights=None).eval(),
+                                       return_nodes={layer: "map"}).eval()
+        for param in net.parameters():
+            param.requires_grad_(False)  # as backbones.load leaves them
+        eager, frozen = cnn._Map(net), cnn.prepare(net, "cpu")
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+        def run(f):
+            def go():
+                with torch.no_grad():
+                    return f(x)
+            return go
+        variants = {"eager": run(eager), "frozen": run(frozen)}
+        for v in variants.values():
+            v(), v()  # warm-up: oneDNN's first call at this size
+        timing = interleaved(variants, rounds)
+        rows.append((f"{name} {layer} at {w}x{h}, random weights: frozen", 1 / timing["frozen"][0],
+                     timing["frozen"][1], diff(variants["eager"](), variants["frozen"]())))
     return rows
 
 
@@ -345,7 +380,8 @@ def main() -> int:
                      "decode": lambda: decode_candidates(paths, args.rounds),
                      "roi": lambda: roi_candidates(paths, args.rounds),
                      "step": lambda: step_candidates(photos, args.rounds, Path(tmp)),
-                     "layout": lambda: layout_candidates(photos, args.rounds, Path(tmp))}[part]()
+                     "layout": lambda: layout_candidates(photos, args.rounds, Path(tmp)),
+                     "networks": lambda: other_networks(args.rounds)}[part]()
             print(f"  {part} done (load {', '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
     print("\n| candidate | images/s | x today | features |\n|---|---:|---:|---|")
     for name, rate, ratio, effect in rows:
