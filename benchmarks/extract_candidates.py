@@ -26,31 +26,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from machine import hardware
+from machine import hardware, interleaved
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
-
-
-def interleaved(variants: dict, rounds: int) -> dict:
-    """{name: (median seconds, median ratio of the baseline's seconds to its own)}; the first is the baseline."""
-    names = list(variants)
-    secs = {k: [] for k in names}
-    for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            variants[k]()
-            secs[k].append(time.perf_counter() - start)
-    base = secs[names[0]]
-    return {k: (statistics.median(v), statistics.median(b / s for b, s in zip(base, v))) for k, v in secs.items()}
 
 
 def diff(a, b) -> str:

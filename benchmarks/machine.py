@@ -1,4 +1,5 @@
-"""What every benchmark prints about the machine it ran on (imported by the scripts beside it)."""
+"""What every benchmark prints about the machine it ran on, and the interleaved timer of the side-by-side
+benchmarks (imported by the scripts beside it)."""
 
 import platform
 from pathlib import Path
@@ -25,3 +26,20 @@ def hardware() -> str:
            f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
            if torch.cuda.is_available() else "no GPU")
     return f"{cpu_model()}, {cores} usable CPUs ({os.cpu_count()} online), {gpu}"
+
+
+def interleaved(variants: dict, rounds: int) -> dict:
+    """Each callable of ``variants`` run once a round, the order reversed every other round so a drifting
+    load hits all: {name: (median seconds, median per-round ratio of the first variant's seconds to its own)}."""
+    import statistics
+    import time
+
+    names = list(variants)
+    secs = {k: [] for k in names}
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            variants[k]()
+            secs[k].append(time.perf_counter() - start)
+    base = secs[names[0]]
+    return {k: (statistics.median(v), statistics.median(b / s for b, s in zip(base, v))) for k, v in secs.items()}

@@ -28,12 +28,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from machine import hardware  # benchmarks/machine.py, beside this script
+from machine import hardware, interleaved  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "ukbench-500" / "jpg"
@@ -63,19 +62,6 @@ def old_path():
         yield
     finally:
         frcnn._align_vectors = saved
-
-
-def interleaved(variants: dict, rounds: int) -> dict:
-    """{name: (median seconds, median per-round ratio of the first variant's seconds to its own)}."""
-    names = list(variants)
-    secs = {k: [] for k in names}
-    for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            variants[k]()
-            secs[k].append(time.perf_counter() - start)
-    base = secs[names[0]]
-    return {k: (statistics.median(v), statistics.median(b / s for b, s in zip(base, v))) for k, v in secs.items()}
 
 
 def relative(new, old) -> float:
